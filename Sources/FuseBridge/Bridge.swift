@@ -1,0 +1,149 @@
+import CFuse
+import Glibc
+import UnionCore
+
+/// The filesystem operations as the trace and statistics name them.
+public enum Op: Int, CaseIterable, Sendable {
+    case lookup, getattr, setattr, readlink, mknod, mkdir, symlink, unlink, rmdir, rename, link
+    case open, create, read, write, fsync, opendir, readdir, readdirplus, fsyncdir, statfs
+    case setxattr, getxattr, listxattr, removexattr, fallocate, lseek, copyFileRange
+
+    public var name: String {
+        switch self {
+        case .copyFileRange: return "copy_file_range"
+        default: return String(describing: self)
+        }
+    }
+
+    public static func named(_ s: String) -> Op? { allCases.first { $0.name == s } }
+}
+
+/// What the bridge holds: the union, the kernel caching policy, and the observers.
+public final class Bridge: @unchecked Sendable {
+    public let union: Union
+    let entryTimeout: Double
+    let attrTimeout: Double
+    public let tracer: Tracer?
+    public let stats: Statistics?
+
+    public init(union: Union, timeout: Double, tracer: Tracer?, stats: Statistics?) {
+        self.union = union
+        self.entryTimeout = timeout
+        self.attrTimeout = timeout
+        self.tracer = tracer
+        self.stats = stats
+    }
+
+    /// Capabilities asked of the kernel at INIT.
+    func negotiate(_ conn: UnsafeMutablePointer<fuse_conn_info>) {
+        // Reads spliced from the layer's file straight into the kernel's pipe.
+        suf_conn_want(conn, UInt32(FUSE_CAP_SPLICE_WRITE) | UInt32(FUSE_CAP_SPLICE_MOVE))
+        suf_conn_want(conn, UInt32(FUSE_CAP_READDIRPLUS) | UInt32(FUSE_CAP_READDIRPLUS_AUTO))
+        suf_conn_want(conn, UInt32(FUSE_CAP_ATOMIC_O_TRUNC))
+        suf_conn_want(conn, UInt32(FUSE_CAP_PARALLEL_DIROPS))
+        suf_conn_want(conn, UInt32(FUSE_CAP_CACHE_SYMLINKS))
+        suf_conn_want(conn, UInt32(FUSE_CAP_ASYNC_READ))
+        // Locks stay in the kernel: one host, one mount, the kernel's own lock tables are right.
+        suf_conn_unwant(conn, UInt32(FUSE_CAP_FLOCK_LOCKS) | UInt32(FUSE_CAP_POSIX_LOCKS))
+    }
+
+    /// Runs one request: the body replies on success; a thrown errno is replied here.
+    /// Timing, statistics and the trace hook in at this single point.
+    @inline(__always)
+    func serve(_ req: fuse_req_t?, _ op: Op, _ ino: UInt64, name: String? = nil,
+               args: () -> String = { "" }, _ body: () throws -> Void) {
+        let start = stats != nil || tracer != nil ? Clock.nanoseconds() : 0
+        var result: Int32 = 0
+        do {
+            try body()
+        } catch let e as Errno {
+            result = e.rawValue
+            fuse_reply_err(req, e.rawValue)
+        } catch {
+            result = EIO
+            fuse_reply_err(req, EIO)
+        }
+        guard start != 0 else { return }
+        let elapsed = Clock.nanoseconds() - start
+        stats?.record(op, result: result, nanos: elapsed)
+        if let tracer, tracer.wants(op) {
+            let path = union.displayPath(ino, child: name)
+            guard tracer.wants(path: path) else { return }
+            let layer = union.servingLayer(ino, child: name)
+            tracer.operation(op, path: path, args: args(), layer: layer.map { "\($0.label) \($0.path)" } ?? "-",
+                             result: result, micros: elapsed / 1000)
+        }
+    }
+
+    func entry(_ id: UInt64, _ st: stat) -> fuse_entry_param {
+        var e = fuse_entry_param()
+        e.ino = fuse_ino_t(id)
+        e.generation = 1
+        e.attr = st
+        e.attr_timeout = attrTimeout
+        e.entry_timeout = entryTimeout
+        return e
+    }
+
+    func replyEntry(_ req: fuse_req_t?, _ id: UInt64, _ st: stat) {
+        var e = entry(id, st)
+        if fuse_reply_entry(req, &e) != 0 { union.forget(id, 1) }
+    }
+
+    func replyAttr(_ req: fuse_req_t?, _ st: stat) {
+        var s = st
+        fuse_reply_attr(req, &s, attrTimeout)
+    }
+
+    /// Fills one readdir(plus) reply from the handle's snapshot; offsets are indices + 1.
+    func replyDirectory(_ req: fuse_req_t?, _ ino: UInt64, _ size: Int, _ offset: off_t,
+                        _ fi: UnsafeMutablePointer<fuse_file_info>, plus: Bool) throws {
+        let dir = Unmanaged<MergedDirectory>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).takeUnretainedValue()
+        let buf = UnsafeMutablePointer<CChar>.allocate(capacity: size)
+        defer { buf.deallocate() }
+        var used = 0
+        var index = Int(offset)
+        while index < dir.entries.count {
+            let e = dir.entries[index]
+            let next = off_t(index + 1)
+            let room = size - used
+            var n: Int
+            if plus {
+                var param = fuse_entry_param()
+                var looked: UInt64 = 0
+                if e.name == "." || e.name == ".." {
+                    param.attr.st_ino = ino_t(e.ino)
+                    param.attr.st_mode = mode_t(e.type) << 12
+                } else if let (node, st) = try? union.lookup(ino, e.name) {
+                    param = entry(node.id, st)
+                    looked = node.id
+                } else {
+                    index += 1
+                    continue
+                }
+                n = e.name.withCString { fuse_add_direntry_plus(req, buf + used, room, $0, &param, next) }
+                if n > room {
+                    if looked != 0 { union.forget(looked, 1) }
+                    break
+                }
+            } else {
+                var st = stat()
+                st.st_ino = ino_t(e.ino)
+                st.st_mode = mode_t(e.type) << 12
+                n = e.name.withCString { fuse_add_direntry(req, buf + used, room, $0, &st, next) }
+                if n > room { break }
+            }
+            used += n
+            index += 1
+        }
+        fuse_reply_buf(req, buf, used)
+    }
+}
+
+public enum Clock {
+    public static func nanoseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+}

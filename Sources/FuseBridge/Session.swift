@@ -1,0 +1,149 @@
+import CFuse
+import Glibc
+import UnionCore
+
+/// Counters the signal handlers bump; read by the housekeeping thread, never in a handler.
+/// [0]: SIGUSR1 (toggle the trace), [1]: SIGUSR2 (print statistics).
+nonisolated(unsafe) let signalCounts: UnsafeMutablePointer<UInt64> = {
+    let p = UnsafeMutablePointer<UInt64>.allocate(capacity: 2)
+    p.initialize(repeating: 0, count: 2)
+    return p
+}()
+
+/// A mounted FUSE session around a `Bridge`: mount, (daemonize), serve, unmount.
+public final class Session: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var mountpoint: String
+        /// Mount options for libfuse and the kernel (allow_other, fsname=, ...).
+        public var fuseOptions: [String]
+        public var foreground = false
+        public var debug = false
+        public var singleThreaded = false
+        public var statsFile: String?
+        public init(mountpoint: String, fuseOptions: [String]) {
+            self.mountpoint = mountpoint
+            self.fuseOptions = fuseOptions
+        }
+    }
+
+    let bridge: Bridge
+    let options: Options
+    private var housekeeping: pthread_t?
+    private var running = true
+
+    public init(bridge: Bridge, options: Options) {
+        self.bridge = bridge
+        self.options = options
+    }
+
+    /// Mounts and serves until unmounted or signalled. `onMounted` runs in the
+    /// process that serves, once the kernel mount exists (after daemonizing).
+    public func run(onMounted: () -> Void = {}) -> Int32 {
+        var argv = ["swiftunionfs"]
+        if options.debug { argv.append("-d") }
+        if !options.fuseOptions.isEmpty { argv += ["-o", options.fuseOptions.joined(separator: ",")] }
+        var cargs = argv.map { strdup($0) }
+        defer { cargs.forEach { free($0) } }
+        var args = fuse_args(argc: Int32(cargs.count), argv: nil, allocated: 0)
+        var ops = Operations.table()
+        let se: OpaquePointer? = cargs.withUnsafeMutableBufferPointer { buf in
+            args.argv = buf.baseAddress
+            return fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size,
+                                    Unmanaged.passUnretained(bridge).toOpaque())
+        }
+        fuse_opt_free_args(&args)
+        guard let se else {
+            fail("cannot start a FUSE session (see the message above)")
+            return 1
+        }
+        defer { fuse_session_destroy(se) }
+        guard fuse_set_signal_handlers(se) == 0 else { fail("cannot install signal handlers"); return 1 }
+        defer { fuse_remove_signal_handlers(se) }
+        guard fuse_session_mount(se, options.mountpoint) == 0 else {
+            fail("cannot mount on \(options.mountpoint)")
+            return 1
+        }
+        fuse_daemonize(options.foreground ? 1 : 0)
+        installSignalCounters()
+        startHousekeeping()
+        onMounted()
+        let rc = options.singleThreaded ? fuse_session_loop(se) : suf_session_loop_mt(se, 0, 10)
+        fuse_session_unmount(se)
+        stopHousekeeping()
+        finish()
+        return rc == 0 ? 0 : 1
+    }
+
+    private func installSignalCounters() {
+        _ = signalCounts
+        var sa = sigaction()
+        sa.__sigaction_handler.sa_handler = { sig in suf_atomic_add(signalCounts + (sig == SIGUSR1 ? 0 : 1), 1) }
+        sa.sa_flags = SA_RESTART
+        sigaction(SIGUSR1, &sa, nil)
+        sigaction(SIGUSR2, &sa, nil)
+    }
+
+    /// A thread that flushes the trace and answers the signal counters, so that
+    /// neither a signal handler nor a request thread ever does I/O for them.
+    private func startHousekeeping() {
+        let me = Unmanaged.passRetained(self).toOpaque()
+        var tid = pthread_t()
+        pthread_create(&tid, nil, { arg in
+            let s = Unmanaged<Session>.fromOpaque(arg!).takeRetainedValue()
+            var seen: (UInt64, UInt64) = (0, 0)
+            while s.running {
+                usleep(50_000)
+                s.tick(&seen)
+            }
+            s.tick(&seen)
+            return nil
+        }, me)
+        housekeeping = tid
+    }
+
+    private func tick(_ seen: inout (UInt64, UInt64)) {
+        let usr1 = suf_atomic_load(signalCounts), usr2 = suf_atomic_load(signalCounts + 1)
+        if usr1 != seen.0 { seen.0 = usr1; bridge.tracer?.toggle() }
+        if usr2 != seen.1 { seen.1 = usr2; reportStatistics() }
+        bridge.tracer?.flush()
+    }
+
+    private func stopHousekeeping() {
+        running = false
+        if let housekeeping { pthread_join(housekeeping, nil) }
+    }
+
+    private func reportStatistics() {
+        guard let stats = bridge.stats else { return }
+        let text = stats.text()
+        if let tracer = bridge.tracer, tracer.fd != STDERR_FILENO { tracer.note(text.replacingNewlines()) }
+        Text.stderr(text)
+        writeStatsFile()
+    }
+
+    private func writeStatsFile() {
+        guard let path = options.statsFile, let stats = bridge.stats else { return }
+        let tmp = path + ".tmp"
+        let fd = suf_open_mode(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return }
+        let json = stats.json()
+        _ = json.withCString { Glibc.write(fd, $0, strlen($0)) }
+        close(fd)
+        Glibc.rename(tmp, path)
+    }
+
+    private func finish() {
+        if let stats = bridge.stats, options.foreground { Text.stderr(stats.text()) }
+        writeStatsFile()
+        bridge.tracer?.flush()
+    }
+}
+
+extension String {
+    func replacingNewlines() -> String { split(separator: "\n").joined(separator: " | ") }
+}
+
+/// One clear line on stderr, as every error of the command is reported.
+public func fail(_ message: String) {
+    Text.stderr("swiftunionfs: \(message)\n")
+}

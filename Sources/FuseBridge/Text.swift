@@ -1,0 +1,33 @@
+import Glibc
+
+/// Small text helpers, so the daemon needs no Foundation.
+enum Text {
+    /// `value` with `digits` decimals ("12.500").
+    static func fixed(_ value: Double, _ digits: Int) -> String {
+        var scale = 1.0
+        for _ in 0..<digits { scale *= 10 }
+        let scaled = (abs(value) * scale).rounded()
+        let whole = UInt64(scaled / scale)
+        let frac = UInt64(scaled - Double(whole) * scale)
+        let sign = value < 0 && scaled != 0 ? "-" : ""
+        guard digits > 0 else { return "\(sign)\(whole)" }
+        let f = String(frac)
+        return "\(sign)\(whole)." + String(repeating: "0", count: max(0, digits - f.count)) + f
+    }
+
+    static func pad(_ s: String, _ width: Int, left: Bool = false) -> String {
+        let fill = String(repeating: " ", count: max(0, width - s.count))
+        return left ? fill + s : s + fill
+    }
+
+    /// Writes to stderr with write(2): usable from any thread, no stdio lock.
+    static func stderr(_ s: String) {
+        var off = 0
+        let bytes = Array(s.utf8)
+        while off < bytes.count {
+            let n = bytes[off...].withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+            if n <= 0 { return }
+            off += n
+        }
+    }
+}

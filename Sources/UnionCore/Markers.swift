@@ -1,0 +1,52 @@
+import CFuse
+import Glibc
+
+/// How whiteouts and opaque directories are recognised and written.
+///
+/// Reading accepts every format in use: the kernel's (a 0/0 character device,
+/// `trusted.overlay.opaque` or `user.overlay.opaque`) and the OCI/AUFS one
+/// (`.wh.NAME`, `.wh..wh..opq`). Writing uses one format, chosen at mount.
+public struct MarkerFormat: Sendable, Equatable, CustomStringConvertible {
+    public enum Whiteout: String, Sendable { case device, ociFile = "oci" }
+
+    public var whiteout: Whiteout
+    /// The xattr namespace opaque directories are marked in: "trusted" or "user".
+    public var xattrNamespace: String
+
+    public init(whiteout: Whiteout = .device, xattrNamespace: String = "trusted") {
+        self.whiteout = whiteout
+        self.xattrNamespace = xattrNamespace
+    }
+
+    public var opaqueXattr: String { "\(xattrNamespace).overlay.opaque" }
+    public var description: String { "whiteout=\(whiteout.rawValue), xattr=\(xattrNamespace).overlay.*" }
+}
+
+public enum Markers {
+    public static let ociWhiteoutPrefix = ".wh."
+    public static let ociOpaqueName = ".wh..wh..opq"
+    public static let trustedOpaque = "trusted.overlay.opaque"
+    public static let userOpaque = "user.overlay.opaque"
+
+    /// True for names that only ever carry markers and never show in the merged view.
+    public static func isOCIMarkerName(_ name: String) -> Bool { name.hasPrefix(ociWhiteoutPrefix) }
+
+    /// xattrs that belong to the overlay itself: hidden from listings, refused to users.
+    public static func isPrivateXattr(_ name: String) -> Bool {
+        name.hasPrefix("trusted.overlay.") || name.hasPrefix("user.overlay.")
+    }
+
+    /// Whether `name` in directory `dir` of a layer is a whiteout, in either format.
+    public static func isWhiteout(dir: Int32, name: String, stat st: stat?) -> Bool {
+        if let st, st.isWhiteoutDevice { return true }
+        return (try? Sys.statIfPresent(dir, ociWhiteoutPrefix + name)) != nil
+    }
+
+    /// Whether the directory open at `fd` (O_PATH) hides the layers below it.
+    public static func isOpaque(directory fd: Int32) -> Bool {
+        for name in [trustedOpaque, userOpaque] {
+            if let v = Sys.getxattrIfPresent(fd, name), v == Array("y".utf8) { return true }
+        }
+        return (try? Sys.statIfPresent(fd, ociOpaqueName)) != nil
+    }
+}

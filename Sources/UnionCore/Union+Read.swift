@@ -1,0 +1,137 @@
+import CFuse
+import Glibc
+
+/// The read side: everything a read-only mount answers.
+extension Union {
+    /// Resolves `name` in directory `parent` and records that the kernel now holds it.
+    public func lookup(_ parentID: UInt64, _ name: String) throws -> (Node, stat) {
+        let parent = try node(parentID)
+        guard parent.isDirectory else { throw Errno.notDirectory }
+        guard name.utf8.count <= Int(NAME_MAX) else { throw Errno.nameTooLong }
+        guard let r = try resolve(parent, name) else { throw Errno.noEntry }
+        let n = nodes.remember(parent: parent, name: name, type: r.type, layers: r.layers) { reportedIno(r) }
+        return (n, present(n, r.stat))
+    }
+
+    public func getattr(_ id: UInt64, fd: Int32? = nil) throws -> stat {
+        let n = try node(id)
+        if let fd { return present(n, try Sys.fstat(fd)) }
+        return present(n, try rawStat(n))
+    }
+
+    public func readlink(_ id: UInt64) throws -> String {
+        let n = try node(id)
+        return try withEntry(n) { try Sys.readlink($0, $1) }
+    }
+
+    /// Which layer serves `id` (or its child `name`) now: what the trace names.
+    public func servingLayer(_ id: UInt64, child name: String? = nil) -> Layer? {
+        guard var n = nodes.node(id) else { return nil }
+        if let name {
+            guard let c = nodes.child(n, name) else { return nil }
+            n = c
+        }
+        return layers[nodes.layers(of: n)[0]]
+    }
+
+    /// The merged path of a node, for messages and the trace ("/" for the root).
+    public func displayPath(_ id: UInt64, child: String? = nil) -> String {
+        guard let n = nodes.node(id), let p = nodes.path(of: n) else { return "?" }
+        let base = p == "." ? "" : "/" + p
+        if let child { return base + "/" + child }
+        return base.isEmpty ? "/" : base
+    }
+
+    // MARK: files
+
+    /// Opens the file behind `id` and returns a descriptor of the real file. Opening
+    /// for writing copies a lower file up first (skipping its data under O_TRUNC).
+    public func open(_ id: UInt64, flags: Int32) throws -> Int32 {
+        let n = try node(id)
+        var f = flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT)
+        let writing = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC) != 0
+        if writing {
+            guard !isReadOnly else { throw Errno.readOnly }
+            try copyUp(n, withData: (flags & O_TRUNC) == 0)
+        } else {
+            f &= ~O_TRUNC
+        }
+        return try withEntry(n) { try Sys.openAt($0, $1, f) }
+    }
+
+    public func release(_ fd: Int32) { Sys.close(fd) }
+
+    public func read(_ fd: Int32, into buf: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int {
+        try Sys.pread(fd, buf, offset)
+    }
+
+    public func statfs(_ id: UInt64) throws -> statvfs {
+        // Free space is where writes go: the upper layer, else the top lower.
+        try Sys.statfs(layers[0].rootFD)
+    }
+
+    // MARK: extended attributes
+
+    public func listxattr(_ id: UInt64) throws -> [String] {
+        let n = try node(id)
+        return try withObject(n) { try Sys.listxattr($0) }.filter { !Markers.isPrivateXattr($0) }
+    }
+
+    public func getxattr(_ id: UInt64, _ name: String) throws -> [UInt8] {
+        if Markers.isPrivateXattr(name) { throw Errno.noData }
+        let n = try node(id)
+        return try withObject(n) { try Sys.getxattr($0, name) }
+    }
+
+    /// Runs `body` with an O_PATH descriptor of `node`'s top copy.
+    func withObject<T>(_ node: Node, _ body: (Int32) throws -> T) throws -> T {
+        if node.isDirectory { return try withDirectory(node, in: nodes.layers(of: node)[0], body) }
+        return try withEntry(node) { dir, name in
+            let fd = try Sys.openAt(dir, name, O_PATH)
+            defer { Sys.close(fd) }
+            return try body(fd)
+        }
+    }
+
+    // MARK: directories
+
+    /// Lists the merged directory once, for the life of an open handle: offsets into
+    /// the snapshot stay valid, so seekdir and long listings neither skip nor repeat.
+    public func opendir(_ id: UInt64) throws -> MergedDirectory {
+        let n = try node(id)
+        guard n.isDirectory else { throw Errno.notDirectory }
+        let parentIno = nodes.locked { n.parent?.ino } ?? n.ino
+        let stack = nodes.layers(of: n)
+        guard let path = nodes.path(of: n) else { throw Errno.noEntry }
+        let listing = try listing(path: path, stack: stack)
+        let known: [String: UInt64] = nodes.locked { n.children.mapValues(\.ino) }
+        var entries: [DirectoryEntry] = [
+            DirectoryEntry(name: ".", type: UInt8(DT_DIR), ino: n.ino),
+            DirectoryEntry(name: "..", type: UInt8(DT_DIR), ino: parentIno),
+        ]
+        entries.reserveCapacity(listing.count + 2)
+        for e in listing.merged() {
+            var ino = mapIno(e.ino, layer: e.layer)
+            if let k = known[e.name] {
+                ino = k
+            } else if let lower = e.lowerIno, let ll = e.lowerLayer {
+                // A merged subdirectory shows its lower number unless it is opaque.
+                let opaque = (try? withDirectory(n, in: e.layer) { try isOpaque($0, e.name) }) ?? false
+                if !opaque { ino = mapIno(lower, layer: ll) }
+            }
+            entries.append(DirectoryEntry(name: e.name, type: e.type, ino: ino))
+        }
+        return MergedDirectory(entries: entries, cacheable: !stack.contains { layers[$0].isUpper })
+    }
+}
+
+/// An open directory's snapshot.
+public final class MergedDirectory: @unchecked Sendable {
+    public let entries: [DirectoryEntry]
+    /// Lower-only directories never change under the mount: the kernel may cache them.
+    public let cacheable: Bool
+    init(entries: [DirectoryEntry], cacheable: Bool) {
+        self.entries = entries
+        self.cacheable = cacheable
+    }
+}

@@ -1,0 +1,205 @@
+import CFuse
+import Glibc
+import Synchronization
+
+/// The merged view of a layer stack, as Swift methods.
+///
+/// No FUSE type appears here: the bridge decodes a request, calls one method,
+/// and encodes what it returns or throws. Methods are safe to call from many
+/// threads at once.
+public final class Union: @unchecked Sendable {
+    public let config: UnionConfig
+    /// The stack, top first: the upper layer (when there is one) then the lowers.
+    public let layers: [Layer]
+    public let upper: Layer?
+    /// `workdir/work`, where copy-ups and replacements are staged before a rename.
+    let work: WorkDir?
+    public let nodes: NodeTable
+    public let format: MarkerFormat
+    /// All layers on one filesystem: report the real inode numbers, as the kernel does.
+    let sameFS: Bool
+    let events: EventSink
+    private let dirCache = DirectoryFDCache(limit: 4096)
+
+    public init(config: UnionConfig, events: EventSink = NullEventSink()) throws(Errno) {
+        var stack: [Layer] = []
+        if let u = config.upperDir { stack.append(try Layer(role: .upper, index: 0, path: u)) }
+        for (i, dir) in config.lowerDirs.enumerated() {
+            stack.append(try Layer(role: .lower(i + 1), index: stack.count, path: dir))
+        }
+        guard !stack.isEmpty else { throw Errno.invalid }
+        self.config = config
+        self.layers = stack
+        self.upper = stack.first { $0.isUpper }
+        self.events = events
+        self.sameFS = Set(stack.map(\.device)).count == 1
+        if let upper, let w = config.workDir {
+            work = try WorkDir(path: w, upper: upper)
+            format = config.markerFormat ?? work!.detectFormat()
+        } else {
+            work = nil
+            format = config.markerFormat ?? MarkerFormat()
+        }
+        // The root merges every layer unless one of them is opaque.
+        var rootLayers: [Int] = []
+        for layer in stack {
+            rootLayers.append(layer.index)
+            if Markers.isOpaque(directory: layer.rootFD) { break }
+        }
+        self.nodes = NodeTable(rootLayers: rootLayers, rootIno: stack[0].rootIno)
+    }
+
+    public var isReadOnly: Bool { upper == nil || work == nil }
+
+    // MARK: directory descriptors
+
+    /// Runs `body` with an O_PATH descriptor of `node`'s directory in `layer`.
+    func withDirectory<T>(_ node: Node, in layer: Int, _ body: (Int32) throws -> T) throws -> T {
+        if let fd = dirCache.get(node.id, layer) { return try body(fd) }
+        if node.id == NodeTable.rootID { return try body(layers[layer].rootFD) }
+        guard let path = nodes.path(of: node),
+              let fd = try layers[layer].openDirectory(path) else { throw Errno.noEntry }
+        if dirCache.put(node.id, layer, fd) { return try body(fd) }
+        defer { Sys.close(fd) }
+        return try body(fd)
+    }
+
+    /// Drops cached descriptors of a node the kernel no longer holds.
+    public func forget(_ id: UInt64, _ count: UInt64) {
+        nodes.forget(id, count)
+        if nodes.node(id) == nil { dirCache.drop(id) }
+    }
+
+    func node(_ id: UInt64) throws(Errno) -> Node {
+        guard let n = nodes.node(id) else { throw Errno.noEntry }
+        return n
+    }
+
+    // MARK: resolution
+
+    /// What a name in a merged directory resolves to.
+    struct Resolution {
+        var type: mode_t
+        var layers: [Int]
+        var stat: stat
+        /// st_ino of the topmost lower-layer copy, which the kernel reports for merged objects.
+        var lowerIno: UInt64?
+    }
+
+    /// Looks `name` up top-down through the layers `dir` merges from. The first layer
+    /// that has the name decides; a directory keeps merging with directories below it
+    /// until an opaque one, a whiteout, or a non-directory.
+    func resolve(_ dir: Node, _ name: String, layers only: [Int]? = nil) throws -> Resolution? {
+        if Markers.isOCIMarkerName(name) { return nil }
+        var found: Resolution?
+        for li in only ?? nodes.layers(of: dir) {
+            let stop: Bool = try withDirectory(dir, in: li) { dfd in
+                let st = try Sys.statIfPresent(dfd, name)
+                guard let st else {
+                    // Absent here: an OCI whiteout in this layer still hides the layers below.
+                    return (try Sys.statIfPresent(dfd, Markers.ociWhiteoutPrefix + name)) != nil
+                }
+                if st.isWhiteoutDevice { return true }
+                if var r = found {
+                    guard st.isDirectory else { return true }
+                    r.layers.append(li)
+                    if r.lowerIno == nil && !layers[li].isUpper { r.lowerIno = UInt64(st.st_ino) }
+                    found = r
+                } else {
+                    found = Resolution(type: st.fileType, layers: [li], stat: st,
+                                       lowerIno: layers[li].isUpper ? nil : UInt64(st.st_ino))
+                    guard st.isDirectory else { return true }
+                }
+                return try isOpaque(dfd, name)
+            }
+            if stop { break }
+        }
+        return found
+    }
+
+    func isOpaque(_ dirFD: Int32, _ name: String) throws -> Bool {
+        let fd = try Sys.openAt(dirFD, name, O_PATH | O_DIRECTORY)
+        defer { Sys.close(fd) }
+        return Markers.isOpaque(directory: fd)
+    }
+
+    /// The inode number shown for an object: the kernel's rule on one filesystem is
+    /// the topmost lower copy's number for anything with a lower copy, else upper's.
+    func reportedIno(_ r: Resolution) -> UInt64 {
+        let layer = r.lowerIno != nil && r.type == S_IFDIR ? r.layers.first { !layers[$0].isUpper }! : r.layers[0]
+        let ino = r.type == S_IFDIR ? (r.lowerIno ?? UInt64(r.stat.st_ino)) : UInt64(r.stat.st_ino)
+        return mapIno(ino, layer: layer)
+    }
+
+    func mapIno(_ ino: UInt64, layer: Int) -> UInt64 {
+        // Across filesystems, numbers can collide: keep them apart by layer in the high bits.
+        sameFS ? ino : ino ^ (UInt64(layer) << 56)
+    }
+
+    /// The attributes the kernel sees for `node`, given the stat of its top copy.
+    func present(_ node: Node, _ st: stat) -> stat {
+        var out = st
+        out.st_ino = ino_t(node.ino)
+        if node.isDirectory && nodes.layers(of: node).count > 1 { out.st_nlink = 1 }
+        if !config.uidMap.isIdentity { out.st_uid = config.uidMap.toContainer(st.st_uid) }
+        if !config.gidMap.isIdentity { out.st_gid = config.gidMap.toContainer(st.st_gid) }
+        return out
+    }
+
+    /// The stat of `node`'s top copy, straight from its layer.
+    func rawStat(_ node: Node) throws -> stat {
+        let top = nodes.layers(of: node)[0]
+        if node.isDirectory { return try withDirectory(node, in: top) { try Sys.fstat($0) } }
+        guard let parent = nodes.locked({ node.parent }) else { throw Errno.noEntry }
+        return try withDirectory(parent, in: top) { try Sys.stat($0, node.name) }
+    }
+
+    /// Runs `body` with the directory that holds `node` in its top layer, and its name.
+    func withEntry<T>(_ node: Node, in layer: Int? = nil, _ body: (Int32, String) throws -> T) throws -> T {
+        let (parent, name, top) = nodes.locked { (node.parent, node.name, node.layers[0]) }
+        guard let parent else {
+            if node.id == NodeTable.rootID { return try body(layers[layer ?? top].rootFD, ".") }
+            throw Errno.noEntry
+        }
+        return try withDirectory(parent, in: layer ?? top) { try body($0, name) }
+    }
+}
+
+/// Bounded cache of per-node, per-layer directory descriptors.
+///
+/// A directory descriptor follows its directory through renames, so an entry
+/// stays right until the kernel forgets the node. The bound keeps the daemon
+/// far below the open-file limit on trees of any size.
+final class DirectoryFDCache: @unchecked Sendable {
+    private struct State {
+        var byNode: [UInt64: [Int: Int32]] = [:]
+        var count = 0
+    }
+    private let state = Mutex(State())
+    private let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    func get(_ node: UInt64, _ layer: Int) -> Int32? {
+        state.withLock { $0.byNode[node]?[layer] }
+    }
+
+    /// True when the cache took ownership of `fd`.
+    func put(_ node: UInt64, _ layer: Int, _ fd: Int32) -> Bool {
+        state.withLock { s in
+            guard s.count < limit, s.byNode[node]?[layer] == nil else { return false }
+            s.byNode[node, default: [:]][layer] = fd
+            s.count += 1
+            return true
+        }
+    }
+
+    func drop(_ node: UInt64) {
+        guard let fds = state.withLock({ s -> [Int: Int32]? in
+            guard let fds = s.byNode.removeValue(forKey: node) else { return nil }
+            s.count -= fds.count
+            return fds
+        }) else { return }
+        fds.values.forEach(Sys.close)
+    }
+}

@@ -1,0 +1,20 @@
+/// What the union is made of and how it behaves; filled from the command line.
+public struct UnionConfig: Sendable {
+    /// Lower directories, top first.
+    public var lowerDirs: [String]
+    public var upperDir: String?
+    public var workDir: String?
+    /// Marker format to write; nil detects it from what the upper filesystem allows.
+    public var markerFormat: MarkerFormat?
+    /// `volatile` / `fsync=0`: skip every fsync to upper (containers/storage's throwaway layers).
+    public var skipSync: Bool = false
+    /// Upper for `uidmapping=` / `gidmapping=`: ids in the layers shown shifted.
+    public var uidMap: IDMap = .identity
+    public var gidMap: IDMap = .identity
+
+    public init(lowerDirs: [String], upperDir: String? = nil, workDir: String? = nil) {
+        self.lowerDirs = lowerDirs
+        self.upperDir = upperDir
+        self.workDir = workDir
+    }
+}

@@ -1,0 +1,86 @@
+import CFuse
+import Glibc
+import Synchronization
+
+/// `workdir/work`: the staging area where copy-ups and replacements are built
+/// before one rename makes them visible, so a crash leaves the old view or the new.
+///
+/// The directory name is the kernel's, so the kernel and swiftunionfs can take
+/// turns on the same upper and workdir.
+final class WorkDir: @unchecked Sendable {
+    let fd: Int32
+    /// The workdir itself, held with an exclusive lock while mounted.
+    private let lockFD: Int32
+    private let counter = Atomic<UInt64>(0)
+
+    init(path: String, upper: Layer) throws(Errno) {
+        let top = try retrying { suf_open_mode(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0) }
+        if suf_flock(top, LOCK_EX | LOCK_NB) != 0 {
+            Sys.close(top)
+            throw Errno.busy
+        }
+        lockFD = top
+        do {
+            if try Sys.statIfPresent(top, "work") == nil { try Sys.mkdir(top, "work", 0o700) }
+            fd = try Sys.openBeneath(top, "work", O_PATH | O_DIRECTORY)
+        } catch {
+            Sys.close(top)
+            throw error
+        }
+        try? Self.removeContents(of: fd)
+    }
+
+    deinit {
+        Sys.close(fd)
+        Sys.close(lockFD)
+    }
+
+    /// A fresh name for a staged object; unique within this mount, and leftovers of
+    /// earlier mounts are removed at start, so no collision is possible.
+    func tempName() -> String {
+        "#suf.\(getpid()).\(counter.wrappingAdd(1, ordering: .relaxed).newValue)"
+    }
+
+    /// Which marker format the upper filesystem accepts: a 0/0 device needs
+    /// CAP_MKNOD (or a user namespace on Linux 5.8+), trusted.* xattrs need
+    /// CAP_SYS_ADMIN in the initial namespace.
+    func detectFormat() -> MarkerFormat {
+        var format = MarkerFormat()
+        let probe = tempName()
+        if (try? Sys.mknod(fd, probe, S_IFCHR | 0o000, 0)) != nil {
+            try? Sys.unlink(fd, probe)
+        } else {
+            format.whiteout = .ociFile
+        }
+        if (try? Sys.mkdir(fd, probe, 0o700)) != nil {
+            defer { try? Sys.unlink(fd, probe, directory: true) }
+            if let d = try? Sys.openAt(fd, probe, O_PATH | O_DIRECTORY) {
+                defer { Sys.close(d) }
+                if (try? Sys.setxattr(d, "trusted.overlay.suf-probe", Array("y".utf8))) == nil {
+                    format.xattrNamespace = "user"
+                }
+            }
+        }
+        return format
+    }
+
+    /// Removes everything below `dir`, never following a symlink.
+    static func removeContents(of dir: Int32) throws(Errno) {
+        guard let list = try? Sys.openBeneath(dir, ".", O_RDONLY | O_DIRECTORY) else { return }
+        var names: [(String, Bool)] = []
+        try Sys.readDirectory(list) { name, type, _ in names.append((name, type == UInt8(DT_DIR))) }
+        for (name, isDir) in names {
+            if isDir {
+                // The kernel leaves some work dirs mode 000: make them removable.
+                try? Sys.chmodAt(dir, name, 0o700)
+                if let sub = try? Sys.openAt(dir, name, O_PATH | O_DIRECTORY) {
+                    try? removeContents(of: sub)
+                    Sys.close(sub)
+                }
+                try Sys.unlink(dir, name, directory: true)
+            } else {
+                try Sys.unlink(dir, name)
+            }
+        }
+    }
+}

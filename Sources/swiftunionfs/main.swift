@@ -1,0 +1,55 @@
+import CFuse
+import FuseBridge
+import Glibc
+import UnionCore
+
+let version = "0.1.0"
+
+let usage = """
+usage: swiftunionfs [-f] [-d] [-s] -o lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W][,OPT...] MOUNTPOINT
+       swiftunionfs SOURCE MOUNTPOINT -o OPTIONS        (the form mount.fuse3 and /etc/fstab use)
+       swiftunionfs inspect -o lowerdir=...[,upperdir=...] [--tree] PATH
+       swiftunionfs run -o lowerdir=...,upperdir=...,workdir=... [OPTIONS] [--] [COMMAND [ARG...]]
+
+A union (overlay) filesystem in user space with the kernel overlayfs's semantics and on-disk format.
+
+  -f                 stay in the foreground (otherwise return once the mount is live)
+  -d                 print libfuse's debug output (implies -f)
+  -s                 serve requests on one thread
+  -h, --help         this text
+  -V, --version      the version
+
+Union options:
+  lowerdir=L1:L2     read-only layers, the leftmost on top; write \\: for a ':' in a path
+  upperdir=DIR       the writable layer (without it the union is read-only)
+  workdir=DIR        staging directory on upperdir's filesystem (kept for the kernel's format)
+  volatile, fsync=0  never fsync the upper layer (throwaway containers)
+  whiteout=device|oci        whiteouts written as 0/0 devices (default) or .wh.NAME files
+  xattr_namespace=trusted|user, userxattr   where opaque marks go (default: detected)
+  uidmapping=C:H:N[:C:H:N...], gidmapping=...   show layer ids H as container ids C
+  timeout=SECONDS    kernel entry/attribute cache time (default 3600)
+Tracing and statistics:
+  trace[=FILE]       one line per operation to stderr or FILE (SIGUSR1 toggles)
+  trace_format=text|json, trace_ops=open:rename:..., trace_path=PREFIX
+  stats=FILE         statistics as JSON at unmount and on SIGUSR2 (also printed to stderr)
+FUSE and mount options passed through: allow_other, default_permissions, ro, suid, dev, noatime, fsname=, ...
+"""
+
+func exitWithUsageError(_ message: String) -> Never {
+    fail(message)
+    exit(2)
+}
+
+let argv = Array(CommandLine.arguments.dropFirst())
+if argv.contains("--help") || argv.contains("-h") { print(usage); exit(0) }
+if argv.contains("--version") || argv.contains("-V") { print("swiftunionfs \(version)"); exit(0) }
+if argv.first == "inspect" { exit(Inspect.main(Array(argv.dropFirst()))) }
+if argv.first == "run" { exit(RunCommand.main(Array(argv.dropFirst()))) }
+
+do {
+    var cmd = try CommandLineParser.parse(argv)
+    try Validation.check(&cmd)
+    exit(try Mounter.mount(cmd))
+} catch let e as UsageError {
+    exitWithUsageError(e.message)
+}
