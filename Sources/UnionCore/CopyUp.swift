@@ -22,6 +22,7 @@ extension Union {
             let start = Clock.microseconds()
             let bytes = try copyUpEntry(parent: parent, name: name, from: stack[0], withData: withData)
             nodes.update(node, layers: node.isDirectory ? [upper.index] + stack : [upper.index])
+            if !node.isDirectory { nodes.separate(node) }
             if events.isEnabled {
                 events.record(.copyUp(path: displayPath(node.id), layer: layers[stack[0]].label,
                                       bytes: bytes, micros: Clock.microseconds() - start))

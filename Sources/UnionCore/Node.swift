@@ -19,6 +19,11 @@ public final class Node: @unchecked Sendable {
     public let ino: UInt64
     var lookups: UInt64 = 0
     var children: [String: Node] = [:]
+    /// Further names of a hard-linked file, besides `parent`/`name`: the kernel must see
+    /// one node id per inode, or it caches link counts and pages per name.
+    var aliases: [(parent: Node, name: String)] = []
+    /// The real (device, inode) a hard-linked node is shared by, while it is registered.
+    var inodeKey: InodeKey?
     /// Serialises copy-up of this node so that no file is copied twice.
     let copyUpLock = Mutex<Void>(())
 
@@ -35,6 +40,15 @@ public final class Node: @unchecked Sendable {
     public var topLayer: Int { layers[0] }
 }
 
+public struct InodeKey: Hashable, Sendable {
+    public var device: UInt64
+    public var inode: UInt64
+    public init(device: UInt64, inode: UInt64) {
+        self.device = device
+        self.inode = inode
+    }
+}
+
 /// The node ids the kernel holds, with lookup counts, as the FUSE protocol needs.
 ///
 /// One lock guards the table and every node's mutable fields. It is held only for
@@ -44,6 +58,7 @@ public final class NodeTable: @unchecked Sendable {
 
     private struct State {
         var byID: [UInt64: Node] = [:]
+        var byInode: [InodeKey: Node] = [:]
         var nextID: UInt64 = 2
     }
     private let state = Mutex(State())
@@ -83,21 +98,64 @@ public final class NodeTable: @unchecked Sendable {
     }
 
     /// Records a kernel lookup of `name` in `parent`: reuses the node already known
-    /// there (refreshing what it resolves to) or makes a new one.
-    public func remember(parent: Node, name: String, type: mode_t, layers: [Int], ino: () -> UInt64) -> Node {
+    /// there (refreshing what it resolves to), or the node of the same hard-linked
+    /// file under another name, or makes a new one.
+    public func remember(parent: Node, name: String, type: mode_t, layers: [Int], key: InodeKey? = nil,
+                         ino: () -> UInt64) -> Node {
         state.withLock { s in
             if let n = parent.children[name], n.type == type {
                 n.layers = layers
                 n.lookups += 1
                 return n
             }
+            if let key, let n = s.byInode[key], n.type == type, n.parent != nil {
+                Self.unlockedUnlink(parent, name)
+                n.aliases.append((parent, name))
+                parent.children[name] = n
+                n.lookups += 1
+                return n
+            }
             let n = Node(id: s.nextID, parent: parent, name: name, type: type, layers: layers, ino: ino())
             s.nextID += 1
             n.lookups = 1
-            if let old = parent.children[name] { old.parent = nil }
+            Self.unlockedUnlink(parent, name)
             parent.children[name] = n
             s.byID[n.id] = n
+            if let key, s.byInode[key] == nil {
+                n.inodeKey = key
+                s.byInode[key] = n
+            }
             return n
+        }
+    }
+
+    /// Adds a new name for `node` (a hard link made through the union).
+    public func addAlias(_ node: Node, parent: Node, name: String, key: InodeKey) {
+        state.withLock { s in
+            Self.unlockedUnlink(parent, name)
+            node.aliases.append((parent, name))
+            parent.children[name] = node
+            node.lookups += 1
+            if node.inodeKey == nil, s.byInode[key] == nil {
+                node.inodeKey = key
+                s.byInode[key] = node
+            }
+        }
+    }
+
+    /// Removes one name from the tree; a node keeps living under its other names.
+    static func unlockedUnlink(_ parent: Node, _ name: String) {
+        guard let n = parent.children.removeValue(forKey: name) else { return }
+        if n.parent === parent && n.name == name {
+            if let next = n.aliases.popLast() {
+                n.parent = next.parent
+                n.name = next.name
+            } else {
+                n.parent = nil
+                n.name = ""
+            }
+        } else {
+            n.aliases.removeAll { $0.parent === parent && $0.name == name }
         }
     }
 
@@ -111,31 +169,38 @@ public final class NodeTable: @unchecked Sendable {
         state.withLock { s in
             guard id != NodeTable.rootID, let n = s.byID[id] else { return }
             n.lookups = n.lookups > count ? n.lookups - count : 0
-            if n.lookups == 0 {
-                s.byID[id] = nil
-                if let p = n.parent, p.children[n.name] === n { p.children[n.name] = nil }
-            }
+            guard n.lookups == 0 else { return }
+            s.byID[id] = nil
+            if let key = n.inodeKey, s.byInode[key] === n { s.byInode[key] = nil }
+            if let p = n.parent, p.children[n.name] === n { p.children[n.name] = nil }
+            for (p, name) in n.aliases where p.children[name] === n { p.children[name] = nil }
+            n.aliases = []
         }
     }
 
     /// The name was removed from the union: the node stays valid for open handles
-    /// (the kernel still holds its id) but is no longer reachable by name.
+    /// (the kernel still holds its id) but is no longer reachable by that name.
     public func detach(_ parent: Node, _ name: String) {
-        state.withLock { _ in
-            if let n = parent.children.removeValue(forKey: name) { n.parent = nil; n.name = "" }
-        }
+        state.withLock { _ in Self.unlockedUnlink(parent, name) }
     }
 
     /// Moves the node at `name` in `from` to `newName` in `to`, replacing what was there.
     public func move(from: Node, _ name: String, to: Node, _ newName: String) {
         state.withLock { _ in
-            guard let n = from.children.removeValue(forKey: name) else {
-                if let old = to.children.removeValue(forKey: newName) { old.parent = nil }
+            guard let n = from.children[name] else {
+                Self.unlockedUnlink(to, newName)
                 return
             }
-            if let old = to.children[newName] { old.parent = nil }
-            n.parent = to
-            n.name = newName
+            // Two names of one file: rename(2) leaves both in place.
+            if to.children[newName] === n { return }
+            from.children[name] = nil
+            Self.unlockedUnlink(to, newName)
+            if n.parent === from && n.name == name {
+                n.parent = to
+                n.name = newName
+            } else if let i = n.aliases.firstIndex(where: { $0.parent === from && $0.name == name }) {
+                n.aliases[i] = (to, newName)
+            }
             to.children[newName] = n
         }
     }
@@ -145,8 +210,28 @@ public final class NodeTable: @unchecked Sendable {
         state.withLock { _ in
             let na = a.children.removeValue(forKey: aName)
             let nb = b.children.removeValue(forKey: bName)
-            if let na { na.parent = b; na.name = bName; b.children[bName] = na }
-            if let nb { nb.parent = a; nb.name = aName; a.children[aName] = nb }
+            func rename(_ n: Node, _ fromP: Node, _ fromName: String, _ toP: Node, _ toName: String) {
+                if n.parent === fromP && n.name == fromName {
+                    n.parent = toP
+                    n.name = toName
+                } else if let i = n.aliases.firstIndex(where: { $0.parent === fromP && $0.name == fromName }) {
+                    n.aliases[i] = (toP, toName)
+                }
+            }
+            if let na { rename(na, a, aName, b, bName) }
+            if let nb { rename(nb, b, bName, a, aName) }
+            if let na { b.children[bName] = na }
+            if let nb { a.children[aName] = nb }
+        }
+    }
+
+    /// A copied-up file is a new inode in upper: it no longer shares its lower names.
+    public func separate(_ node: Node) {
+        state.withLock { s in
+            if let key = node.inodeKey, s.byInode[key] === node { s.byInode[key] = nil }
+            node.inodeKey = nil
+            for (p, name) in node.aliases where p.children[name] === node { p.children[name] = nil }
+            node.aliases = []
         }
     }
 

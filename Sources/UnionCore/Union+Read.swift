@@ -9,7 +9,11 @@ extension Union {
         guard parent.isDirectory else { throw Errno.notDirectory }
         guard name.utf8.count <= Int(NAME_MAX) else { throw Errno.nameTooLong }
         guard let r = try resolve(parent, name) else { throw Errno.noEntry }
-        let n = nodes.remember(parent: parent, name: name, type: r.type, layers: r.layers) { reportedIno(r) }
+        // Hard links in upper share one node. Lower ones do not: a copy-up breaks them
+        // apart, as it does in the kernel's overlay without the index feature.
+        let key = r.type != S_IFDIR && r.stat.st_nlink > 1 && layers[r.layers[0]].isUpper
+            ? InodeKey(device: UInt64(r.stat.st_dev), inode: UInt64(r.stat.st_ino)) : nil
+        let n = nodes.remember(parent: parent, name: name, type: r.type, layers: r.layers, key: key) { reportedIno(r) }
         return (n, present(n, r.stat))
     }
 

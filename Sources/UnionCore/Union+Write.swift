@@ -149,7 +149,9 @@ extension Union {
     }
 
     public func mknod(_ parentID: UInt64, _ name: String, mode: mode_t, rdev: dev_t, caller: Caller) throws -> (Node, stat) {
-        try createEntry(parentID, name, caller, type: mode & S_IFMT) { try Sys.mknod($0, $1, mode, rdev) }
+        // A 0/0 device is a whiteout on disk: the kernel's overlay refuses to make one, so do we.
+        if mode & S_IFMT == S_IFCHR && rdev == 0 { throw Errno.permission }
+        return try createEntry(parentID, name, caller, type: mode & S_IFMT) { try Sys.mknod($0, $1, mode, rdev) }
     }
 
     public func symlink(_ parentID: UInt64, _ name: String, target: String, caller: Caller) throws -> (Node, stat) {
@@ -178,8 +180,8 @@ extension Union {
                 return try Sys.stat(ddir, newName)
             }
         }
-        let n = nodes.remember(parent: newParent, name: newName, type: st.fileType, layers: [upper.index]) { src.ino }
-        return (n, present(n, st))
+        nodes.addAlias(src, parent: newParent, name: newName, key: InodeKey(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)))
+        return (src, present(src, st))
     }
 
     public func unlink(_ parentID: UInt64, _ name: String) throws {
@@ -273,18 +275,28 @@ extension Union {
         try copyUp(newParent)
         let srcWhiteout = try lowerShows(parent, name)
         let dstLower = try lowerShows(newParent, newName)
+        let newParentMerged = nodes.layers(of: newParent).contains { !layers[$0].isUpper }
+        let parentMerged = nodes.layers(of: parent).contains { !layers[$0].isUpper }
         let path = displayPath(parentID, child: name)
 
         try withDirectory(parent, in: upper.index) { sdir in
             try withDirectory(newParent, in: upper.index) { ddir in
                 if exchange {
+                    // Each directory that lands in a merged parent becomes opaque, as below.
+                    if src.type == S_IFDIR && newParentMerged, try !isOpaque(sdir, name) {
+                        try markOpaque(sdir, name, path: displayPath(newParentID, child: newName))
+                    }
+                    if dst?.type == S_IFDIR && parentMerged, try !isOpaque(ddir, newName) {
+                        try markOpaque(ddir, newName, path: path)
+                    }
                     try Sys.rename(sdir, name, ddir, newName, flags: Sys.renameExchange)
                     return
                 }
                 let dstUpper = try Sys.statIfPresent(ddir, newName)
                 let overDevice = dstUpper?.isWhiteoutDevice ?? false
-                if src.type == S_IFDIR && (dstLower || overDevice) {
-                    // Moved over a name the lower layers have: they must not merge into it.
+                // A directory moved into a merged parent is marked opaque, as the kernel does:
+                // nothing the lower layers have (now or later) may merge into it.
+                if src.type == S_IFDIR && (dstLower || overDevice || newParentMerged), try !isOpaque(sdir, name) {
                     try markOpaque(sdir, name, path: displayPath(newParentID, child: newName))
                 }
                 if let dstUpper, dstUpper.isDirectory {

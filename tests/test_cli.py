@@ -1,0 +1,224 @@
+"""Command line: bad input gives one line on stderr, a non-zero exit and no
+mount; --help/--version; background mode; escaped ':' in lowerdir.
+Only meaningful against swiftunionfs (skipped for fuse-overlayfs)."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import (
+    SUF_BIN, escape_opt_path, is_mounted, make_dirs, mount_suf, mounted_points, _force_unmount,
+)
+
+pytestmark = pytest.mark.suf_only
+
+
+def run_bin(args, timeout=20):
+    return subprocess.run([SUF_BIN, *args], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    lower, upper, work, mnt = make_dirs(tmp_path / "lower", tmp_path / "upper", tmp_path / "work",
+                                        tmp_path / "mnt")
+    with open(os.path.join(lower, "f"), "w") as f:
+        f.write("f")
+    yield dict(lower=lower, upper=upper, work=work, mnt=mnt, tmp=str(tmp_path))
+    for m in sorted((m for m in mounted_points() if m.startswith(str(tmp_path))), key=len, reverse=True):
+        _force_unmount(m)
+
+
+class Outcome:
+    def __init__(self, returncode, stdout, stderr, mounted):
+        self.returncode, self.stdout, self.stderr, self.mounted = returncode, stdout, stderr, mounted
+
+
+def run_bad(args, mnt, timeout=20):
+    """Run the binary on bad input.  If it (wrongly) mounts in the foreground,
+    unmount it and report that instead of hanging."""
+    p = subprocess.Popen([SUF_BIN, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    mounted = False
+    deadline = time.monotonic() + timeout
+    while p.poll() is None and time.monotonic() < deadline:
+        if mnt and is_mounted(mnt):
+            mounted = True
+            _force_unmount(mnt)
+            break
+        time.sleep(0.02)
+    try:
+        out, err = p.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate(timeout=20)
+        err += "\n<killed: still running after timeout>"
+    return Outcome(p.returncode, out, err, mounted)
+
+
+def assert_rejected(r, mnt):
+    mounted = r.mounted or is_mounted(mnt)
+    if is_mounted(mnt):
+        _force_unmount(mnt)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode != 0, f"exit 0 for bad input; stderr: {r.stderr!r}"
+    assert not mounted, "bad input still mounted something"
+    assert len(lines) == 1, f"expected exactly one line on stderr, got {lines!r}"
+
+
+BAD_CASES = {
+    "missing lowerdir dir": lambda d: ["-f", "-o", f"lowerdir={d['tmp']}/nope", d["mnt"]],
+    "empty lowerdir": lambda d: ["-f", "-o", "lowerdir=", d["mnt"]],
+    "no options at all": lambda d: ["-f", d["mnt"]],
+    "unknown option": lambda d: ["-f", "-o", f"lowerdir={d['lower']},frobnicate=1", d["mnt"]],
+    "malformed option": lambda d: ["-f", "-o", "lowerdir", d["mnt"]],
+    "empty lower in list": lambda d: ["-f", "-o", f"lowerdir={d['lower']}::{d['lower']}", d["mnt"]],
+    "unknown flag": lambda d: ["--frobnicate", "-f", "-o", f"lowerdir={d['lower']}", d["mnt"]],
+    "missing mountpoint": lambda d: ["-f", "-o", f"lowerdir={d['lower']}"],
+    "mountpoint missing": lambda d: ["-f", "-o", f"lowerdir={d['lower']}", f"{d['tmp']}/nomnt"],
+    "upperdir without workdir": lambda d: ["-f", "-o", f"lowerdir={d['lower']},upperdir={d['upper']}", d["mnt"]],
+    "workdir missing": lambda d: ["-f", "-o", f"lowerdir={d['lower']},upperdir={d['upper']},"
+                                              f"workdir={d['tmp']}/nowork", d["mnt"]],
+    "upper missing": lambda d: ["-f", "-o", f"lowerdir={d['lower']},upperdir={d['tmp']}/noup,"
+                                            f"workdir={d['work']}", d["mnt"]],
+    "lowerdir is a file": lambda d: ["-f", "-o", f"lowerdir={d['lower']}/f", d["mnt"]],
+    "workdir inside upper": lambda d: ["-f", "-o", f"lowerdir={d['lower']},upperdir={d['upper']},"
+                                                   f"workdir={d['upper']}", d["mnt"]],
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_input(dirs, case):
+    r = run_bad(BAD_CASES[case](dirs), dirs["mnt"])
+    assert_rejected(r, dirs["mnt"])
+
+
+def test_mountpoint_not_a_directory(dirs):
+    f = os.path.join(dirs["tmp"], "afile")
+    open(f, "w").close()
+    r = run_bad(["-f", "-o", f"lowerdir={dirs['lower']}", f], f)
+    assert_rejected(r, f)
+
+
+def test_upper_inside_lower(dirs):
+    up, wk = make_dirs(os.path.join(dirs["lower"], "up"), os.path.join(dirs["tmp"], "w2"))
+    r = run_bad(["-f", "-o", f"lowerdir={dirs['lower']},upperdir={up},workdir={wk}", dirs["mnt"]], dirs["mnt"])
+    assert_rejected(r, dirs["mnt"])
+
+
+def test_lower_inside_upper(dirs):
+    low = make_dirs(os.path.join(dirs["upper"], "low"))[0]
+    r = run_bad(["-f", "-o", f"lowerdir={low},upperdir={dirs['upper']},workdir={dirs['work']}", dirs["mnt"]],
+                dirs["mnt"])
+    assert_rejected(r, dirs["mnt"])
+
+
+def test_workdir_on_other_filesystem(dirs):
+    t = make_dirs(os.path.join(dirs["tmp"], "tmpfs"))[0]
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", t], check=True, timeout=20)
+    try:
+        wk = make_dirs(os.path.join(t, "work"))[0]
+        r = run_bad(["-f", "-o", f"lowerdir={dirs['lower']},upperdir={dirs['upper']},workdir={wk}",
+                     dirs["mnt"]], dirs["mnt"])
+        assert_rejected(r, dirs["mnt"])
+    finally:
+        if is_mounted(dirs["mnt"]):
+            _force_unmount(dirs["mnt"])
+        subprocess.run(["umount", t], timeout=20)
+        if is_mounted(t):
+            subprocess.run(["umount", "-l", t], timeout=20)
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help(flag):
+    r = run_bin([flag])
+    assert r.returncode == 0, r.stderr
+    assert (r.stdout + r.stderr).strip()
+    assert "lowerdir" in (r.stdout + r.stderr)
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version(flag):
+    r = run_bin([flag])
+    assert r.returncode == 0, r.stderr
+    assert (r.stdout + r.stderr).strip()
+
+
+def _daemon_pids(mnt):
+    """Pids of processes running SUF_BIN with mnt on their command line."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if os.fsencode(mnt) in argv and any(a.endswith(os.fsencode(os.path.basename(SUF_BIN))) for a in argv[:1]):
+            pids.append(int(d))
+    return pids
+
+
+def test_background_mode(dirs):
+    mnt = dirs["mnt"]
+    r = run_bin(["-o", f"lowerdir={dirs['lower']},upperdir={dirs['upper']},workdir={dirs['work']}", mnt],
+                timeout=30)
+    try:
+        assert r.returncode == 0, r.stderr
+        deadline = time.monotonic() + 20
+        while not is_mounted(mnt) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert is_mounted(mnt), "background mode returned 0 but nothing is mounted"
+        pids = _daemon_pids(mnt)
+        assert pids, "no daemon process found"
+        with open(os.path.join(mnt, "f")) as f:
+            assert f.read() == "f"
+        with open(os.path.join(mnt, "new"), "w") as f:
+            f.write("n")
+        u = subprocess.run(["fusermount3", "-u", mnt], capture_output=True, text=True, timeout=20)
+        assert u.returncode == 0, u.stderr
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") and
+                                                  open(f"/proc/{p}/stat").read().split()[2] != "Z"
+                                                  for p in pids):
+            time.sleep(0.05)
+        alive = [p for p in pids if os.path.exists(f"/proc/{p}")
+                 and open(f"/proc/{p}/stat").read().split()[2] != "Z"]
+        for p in alive:
+            os.kill(p, signal.SIGKILL)
+        assert not alive, "daemon did not exit after unmount"
+        assert open(os.path.join(dirs["upper"], "new")).read() == "n"
+    finally:
+        if is_mounted(mnt):
+            _force_unmount(mnt)
+
+
+def test_escaped_colon_in_lowerdir(tmp_path):
+    odd = make_dirs(tmp_path / "a:b")[0]
+    second = make_dirs(tmp_path / "c")[0]
+    with open(os.path.join(odd, "in_a_colon_b"), "w") as f:
+        f.write("x")
+    with open(os.path.join(second, "in_c"), "w") as f:
+        f.write("y")
+    with mount_suf([odd, second]) as m:   # mount_suf escapes ':' as '\:'
+        assert sorted(os.listdir(m)) == ["in_a_colon_b", "in_c"]
+    assert escape_opt_path(odd).endswith("a\\:b")
+
+
+def test_sigterm_unmounts_cleanly(dirs):
+    """Foreground daemon stopped by SIGTERM leaves no mount behind."""
+    from conftest import start_suf, stop_suf
+    m = start_suf([dirs["lower"]], dirs["upper"], dirs["work"])
+    try:
+        os.kill(m.proc.pid, signal.SIGTERM)
+        m.proc.wait(20)
+        deadline = time.monotonic() + 10
+        while is_mounted(m) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not is_mounted(m), "SIGTERM left the mount behind"
+    finally:
+        stop_suf(m, check=False)
