@@ -16,6 +16,8 @@ public enum Op: Int, CaseIterable, Sendable {
     }
 
     public static func named(_ s: String) -> Op? { allCases.first { $0.name == s } }
+
+    var changesNames: Bool { [.unlink, .rmdir, .rename].contains(self) }
 }
 
 /// What the bridge holds: the union, the kernel caching policy, and the observers.
@@ -69,7 +71,8 @@ public final class Bridge: @unchecked Sendable {
         if let tracer, tracer.wants(op) {
             let path = union.displayPath(ino, child: name)
             guard tracer.wants(path: path) else { return }
-            let layer = union.servingLayer(ino, child: name)
+            // A removed or moved name has no node left to ask: its change went to upper.
+            let layer = union.servingLayer(ino, child: name) ?? (result == 0 && op.changesNames ? union.upper : nil)
             tracer.operation(op, path: path, args: args(), layer: layer.map { "\($0.label) \($0.path)" } ?? "-",
                              result: result, micros: elapsed / 1000)
         }

@@ -99,7 +99,7 @@ extension Union {
 
     func copyXattrs(from src: Int32, to dst: Int32) throws {
         guard let names = try? Sys.listxattr(src) else { return }
-        for name in names where !Markers.isPrivateXattr(name) {
+        for name in names where !Markers.isPrivateXattr(name, format: format) {
             guard let value = Sys.getxattrIfPresent(src, name) else { continue }
             let rc = value.withUnsafeBytes { CFuse.setxattr(Sys.procPath(dst), name, $0.baseAddress, $0.count, 0) }
             // trusted.* and friends the daemon may not be allowed to write (rootless):

@@ -32,8 +32,9 @@ public enum Markers {
     public static func isOCIMarkerName(_ name: String) -> Bool { name.hasPrefix(ociWhiteoutPrefix) }
 
     /// xattrs that belong to the overlay itself: hidden from listings, refused to users.
-    public static func isPrivateXattr(_ name: String) -> Bool {
-        name.hasPrefix("trusted.overlay.") || name.hasPrefix("user.overlay.")
+    /// `user.overlay.*` is the overlay's only in the user-xattr format, as in the kernel.
+    public static func isPrivateXattr(_ name: String, format: MarkerFormat) -> Bool {
+        name.hasPrefix("trusted.overlay.") || (format.xattrNamespace == "user" && name.hasPrefix("user.overlay."))
     }
 
     /// Whether `name` in directory `dir` of a layer is a whiteout, in either format.

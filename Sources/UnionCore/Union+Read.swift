@@ -78,11 +78,11 @@ extension Union {
 
     public func listxattr(_ id: UInt64) throws -> [String] {
         let n = try node(id)
-        return try withObject(n) { try Sys.listxattr($0) }.filter { !Markers.isPrivateXattr($0) }
+        return try withObject(n) { try Sys.listxattr($0) }.filter { !Markers.isPrivateXattr($0, format: format) }
     }
 
     public func getxattr(_ id: UInt64, _ name: String) throws -> [UInt8] {
-        if Markers.isPrivateXattr(name) { throw Errno.noData }
+        if Markers.isPrivateXattr(name, format: format) { throw Errno.noData }
         let n = try node(id)
         return try withObject(n) { try Sys.getxattr($0, name) }
     }

@@ -380,7 +380,7 @@ extension Union {
     }
 
     public func setxattr(_ id: UInt64, _ name: String, _ value: UnsafeRawBufferPointer, flags: Int32) throws {
-        if Markers.isPrivateXattr(name) { throw Errno.notSupported }
+        if Markers.isPrivateXattr(name, format: format) { throw Errno.notSupported }
         let n = try node(id)
         _ = try requireUpper()
         try copyUp(n)
@@ -388,7 +388,7 @@ extension Union {
     }
 
     public func removexattr(_ id: UInt64, _ name: String) throws {
-        if Markers.isPrivateXattr(name) { throw Errno.notSupported }
+        if Markers.isPrivateXattr(name, format: format) { throw Errno.notSupported }
         let n = try node(id)
         _ = try requireUpper()
         // Nothing to remove is answered without a copy-up.
