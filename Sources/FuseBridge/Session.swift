@@ -139,6 +139,49 @@ public final class Session: @unchecked Sendable {
     }
 }
 
+// MARK: mount and serve as separate steps (`swiftunionfs run`)
+
+extension Session {
+    /// Creates the session and mounts it, in the calling process: no signal handlers,
+    /// no daemonizing. The caller forks the process that serves (`serveMounted`).
+    public func mountOnly() -> OpaquePointer? {
+        var argv = ["swiftunionfs"]
+        if options.debug { argv.append("-d") }
+        if !options.fuseOptions.isEmpty { argv += ["-o", options.fuseOptions.joined(separator: ",")] }
+        var cargs = argv.map { strdup($0) }
+        defer { cargs.forEach { free($0) } }
+        var args = fuse_args(argc: Int32(cargs.count), argv: nil, allocated: 0)
+        var ops = Operations.table()
+        let se: OpaquePointer? = cargs.withUnsafeMutableBufferPointer { buf in
+            args.argv = buf.baseAddress
+            return fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size,
+                                    Unmanaged.passUnretained(bridge).toOpaque())
+        }
+        fuse_opt_free_args(&args)
+        guard let se else {
+            fail("cannot start a FUSE session (see the message above)")
+            return nil
+        }
+        guard fuse_session_mount(se, options.mountpoint) == 0 else {
+            fail("cannot mount on \(options.mountpoint)")
+            fuse_session_destroy(se)
+            return nil
+        }
+        return se
+    }
+
+    /// Serves a session mounted by `mountOnly` until the kernel ends the connection
+    /// (the last reference to the mount is gone); never unmounts. Returns 0 or 1.
+    public func serveMounted(_ se: OpaquePointer) -> Int32 {
+        installSignalCounters()
+        startHousekeeping()
+        let rc = options.singleThreaded ? fuse_session_loop(se) : suf_session_loop_mt(se, 0, 10)
+        stopHousekeeping()
+        finish()
+        return rc == 0 ? 0 : 1
+    }
+}
+
 extension String {
     func replacingNewlines() -> String { split(separator: "\n").joined(separator: " | ") }
 }

@@ -35,7 +35,7 @@ public final class Union: @unchecked Sendable {
         self.sameFS = Set(stack.map(\.device)).count == 1
         if let upper, let w = config.workDir {
             work = try WorkDir(path: w, upper: upper)
-            format = config.markerFormat ?? work!.detectFormat()
+            if let f = config.markerFormat { format = f } else { format = try work!.detectFormat() }
         } else {
             work = nil
             format = config.markerFormat ?? MarkerFormat()
@@ -92,7 +92,8 @@ public final class Union: @unchecked Sendable {
     func resolve(_ dir: Node, _ name: String, layers only: [Int]? = nil) throws -> Resolution? {
         if Markers.isOCIMarkerName(name) { return nil }
         var found: Resolution?
-        for li in only ?? nodes.layers(of: dir) {
+        let stack = only ?? nodes.layers(of: dir)
+        for li in stack {
             let stop: Bool = try withDirectory(dir, in: li) { dfd in
                 let st = try Sys.statIfPresent(dfd, name)
                 guard let st else {
@@ -110,7 +111,8 @@ public final class Union: @unchecked Sendable {
                                        lowerIno: layers[li].isUpper ? nil : UInt64(st.st_ino))
                     guard st.isDirectory else { return true }
                 }
-                return try isOpaque(dfd, name)
+                // Opacity only matters when there is a layer below to hide.
+                return li == stack.last ? true : try isOpaque(dfd, name)
             }
             if stop { break }
         }

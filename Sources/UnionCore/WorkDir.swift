@@ -44,7 +44,7 @@ final class WorkDir: @unchecked Sendable {
     /// Which marker format the upper filesystem accepts: a 0/0 device needs
     /// CAP_MKNOD (or a user namespace on Linux 5.8+), trusted.* xattrs need
     /// CAP_SYS_ADMIN in the initial namespace.
-    func detectFormat() -> MarkerFormat {
+    func detectFormat() throws(Errno) -> MarkerFormat {
         var format = MarkerFormat()
         let probe = tempName()
         if (try? Sys.mknod(fd, probe, S_IFCHR | 0o000, 0)) != nil {
@@ -58,6 +58,10 @@ final class WorkDir: @unchecked Sendable {
                 defer { Sys.close(d) }
                 if (try? Sys.setxattr(d, "trusted.overlay.suf-probe", Array("y".utf8))) == nil {
                     format.xattrNamespace = "user"
+                    // Without any xattrs an opaque directory cannot be written: refuse the upper.
+                    if (try? Sys.setxattr(d, "user.overlay.suf-probe", Array("y".utf8))) == nil {
+                        throw Errno.notSupported
+                    }
                 }
             }
         }

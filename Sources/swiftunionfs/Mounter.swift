@@ -18,6 +18,8 @@ enum Mounter {
             return try Union(config: config, events: events)
         } catch let e as Errno where e.rawValue == EBUSY {
             throw UsageError(message: "upperdir/workdir \(cmd.workDir ?? "") is already in use by another mount")
+        } catch let e as Errno where e.rawValue == EOPNOTSUPP {
+            throw UsageError(message: "upperdir \(cmd.upperDir ?? "") is on a filesystem without trusted.* or user.* xattrs: opaque directories cannot be recorded")
         } catch let e as Errno {
             throw UsageError(message: "cannot open the layers: \(e)")
         }
