@@ -38,6 +38,10 @@ extension Union {
         return try withDirectory(parent, in: from) { srcDir in
             try withDirectory(parent, in: upper.index) { dstDir in
                 let st = try Sys.stat(srcDir, name)
+                // An owner this namespace cannot name cannot be written in upper either.
+                if userNamespace.isUnmapped(uid: st.st_uid) || userNamespace.isUnmapped(gid: st.st_gid) {
+                    throw Errno(EOVERFLOW)
+                }
                 let tmp = work.tempName()
                 var bytes: Int64 = 0
                 do {
@@ -99,7 +103,7 @@ extension Union {
 
     func copyXattrs(from src: Int32, to dst: Int32) throws {
         guard let names = try? Sys.listxattr(src) else { return }
-        for name in names where !Markers.isPrivateXattr(name, format: format) {
+        for name in names where Markers.xattrFromLayer(name, format: format) != nil {
             guard let value = Sys.getxattrIfPresent(src, name) else { continue }
             let rc = value.withUnsafeBytes { CFuse.setxattr(Sys.procPath(dst), name, $0.baseAddress, $0.count, 0) }
             // trusted.* and friends the daemon may not be allowed to write (rootless):

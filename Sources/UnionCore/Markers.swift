@@ -31,10 +31,29 @@ public enum Markers {
     /// True for names that only ever carry markers and never show in the merged view.
     public static func isOCIMarkerName(_ name: String) -> Bool { name.hasPrefix(ociWhiteoutPrefix) }
 
-    /// xattrs that belong to the overlay itself: hidden from listings, refused to users.
-    /// `user.overlay.*` is the overlay's only in the user-xattr format, as in the kernel.
-    public static func isPrivateXattr(_ name: String, format: MarkerFormat) -> Bool {
-        name.hasPrefix("trusted.overlay.") || (format.xattrNamespace == "user" && name.hasPrefix("user.overlay."))
+    /// Prefixes of the xattrs that belong to the overlay itself. `user.overlay.*` is the
+    /// overlay's only in the user-xattr format, as in the kernel.
+    static func privatePrefixes(_ format: MarkerFormat) -> [String] {
+        format.xattrNamespace == "user" ? ["trusted.overlay.", "user.overlay."] : ["trusted.overlay."]
+    }
+
+    /// The name a caller's xattr is stored under in a layer. A caller's own
+    /// `trusted.overlay.X` is escaped to `trusted.overlay.overlay.X`, as the kernel
+    /// does since Linux 6.7, so it can never be taken for a marker.
+    public static func xattrToLayer(_ name: String, format: MarkerFormat) -> String {
+        for p in privatePrefixes(format) where name.hasPrefix(p) {
+            return p + "overlay." + name.dropFirst(p.count)
+        }
+        return name
+    }
+
+    /// The name a layer's xattr shows under, or nil for the overlay's own markers.
+    public static func xattrFromLayer(_ name: String, format: MarkerFormat) -> String? {
+        for p in privatePrefixes(format) where name.hasPrefix(p) {
+            let rest = name.dropFirst(p.count)
+            return rest.hasPrefix("overlay.") ? p + rest.dropFirst("overlay.".count) : nil
+        }
+        return name
     }
 
     /// Whether `name` in directory `dir` of a layer is a whiteout, in either format.

@@ -78,13 +78,13 @@ extension Union {
 
     public func listxattr(_ id: UInt64) throws -> [String] {
         let n = try node(id)
-        return try withObject(n) { try Sys.listxattr($0) }.filter { !Markers.isPrivateXattr($0, format: format) }
+        return try withObject(n) { try Sys.listxattr($0) }.compactMap { Markers.xattrFromLayer($0, format: format) }
     }
 
     public func getxattr(_ id: UInt64, _ name: String) throws -> [UInt8] {
-        if Markers.isPrivateXattr(name, format: format) { throw Errno.noData }
         let n = try node(id)
-        return try withObject(n) { try Sys.getxattr($0, name) }
+        let stored = Markers.xattrToLayer(name, format: format)
+        return try withObject(n) { try Sys.getxattr($0, stored) }
     }
 
     /// Runs `body` with an O_PATH descriptor of `node`'s top copy.

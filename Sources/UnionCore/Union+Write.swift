@@ -351,6 +351,14 @@ extension Union {
     public func setattr(_ id: UInt64, _ change: AttributeChange, fd: Int32?) throws -> stat {
         let n = try node(id)
         _ = try requireUpper()
+        if change.uid != nil || change.gid != nil || change.mode != nil {
+            // The kernel lets namespace root chown a file whose owner it cannot map (FUSE
+            // reports it as unmapped); the overlay answers EPERM, and so do we.
+            let st = try rawStat(n)
+            if userNamespace.isUnmapped(uid: st.st_uid) || userNamespace.isUnmapped(gid: st.st_gid) {
+                throw Errno.permission
+            }
+        }
         try copyUp(n, withData: change.size != 0)
         var uid: uid_t = UInt32.max, gid: gid_t = UInt32.max
         if let u = change.uid { guard let h = config.uidMap.toHost(u) else { throw Errno.invalid }; uid = h }
@@ -380,21 +388,21 @@ extension Union {
     }
 
     public func setxattr(_ id: UInt64, _ name: String, _ value: UnsafeRawBufferPointer, flags: Int32) throws {
-        if Markers.isPrivateXattr(name, format: format) { throw Errno.notSupported }
         let n = try node(id)
+        let stored = Markers.xattrToLayer(name, format: format)
         _ = try requireUpper()
         try copyUp(n)
-        try withObject(n) { try Sys.setxattr($0, name, value, flags: flags) }
+        try withObject(n) { try Sys.setxattr($0, stored, value, flags: flags) }
     }
 
     public func removexattr(_ id: UInt64, _ name: String) throws {
-        if Markers.isPrivateXattr(name, format: format) { throw Errno.notSupported }
         let n = try node(id)
+        let stored = Markers.xattrToLayer(name, format: format)
         _ = try requireUpper()
         // Nothing to remove is answered without a copy-up.
-        _ = try withObject(n) { try Sys.getxattr($0, name) }
+        _ = try withObject(n) { try Sys.getxattr($0, stored) }
         try copyUp(n)
-        try withObject(n) { try Sys.removexattr($0, name) }
+        try withObject(n) { try Sys.removexattr($0, stored) }
     }
 
     // MARK: data on open files

@@ -19,6 +19,7 @@ public final class Union: @unchecked Sendable {
     /// All layers on one filesystem: report the real inode numbers, as the kernel does.
     let sameFS: Bool
     let events: EventSink
+    let userNamespace = UserNamespace.current()
     private let dirCache = DirectoryFDCache(limit: 4096)
 
     public init(config: UnionConfig, events: EventSink = NullEventSink()) throws(Errno) {
@@ -145,6 +146,13 @@ public final class Union: @unchecked Sendable {
         if node.isDirectory && nodes.layers(of: node).count > 1 { out.st_nlink = 1 }
         if !config.uidMap.isIdentity { out.st_uid = config.uidMap.toContainer(st.st_uid) }
         if !config.gidMap.isIdentity { out.st_gid = config.gidMap.toContainer(st.st_gid) }
+        // Unmapped owners stay unmapped for the kernel (see UserNamespace).
+        if userNamespace.isUnmapped(uid: st.st_uid) || (!config.uidMap.isIdentity && out.st_uid == IDMap.overflow) {
+            out.st_uid = UInt32.max
+        }
+        if userNamespace.isUnmapped(gid: st.st_gid) || (!config.gidMap.isIdentity && out.st_gid == IDMap.overflow) {
+            out.st_gid = UInt32.max
+        }
         return out
     }
 
