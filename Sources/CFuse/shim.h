@@ -150,4 +150,22 @@ static inline void suf_conn_want(struct fuse_conn_info *conn, unsigned int cap) 
 }
 static inline void suf_conn_unwant(struct fuse_conn_info *conn, unsigned int cap) { conn->want &= ~cap; }
 
+
+/* ---- `swiftunionfs run`: namespaces, mounts, pivot_root ----------------
+ * Clone flags live in <sched.h> behind _GNU_SOURCE; the values are the Linux ABI's. */
+
+#define SUF_CLONE_NEWNS   0x00020000
+#define SUF_CLONE_NEWUTS  0x04000000
+#define SUF_CLONE_NEWUSER 0x10000000
+#define SUF_CLONE_NEWPID  0x20000000
+
+static inline int suf_mount(const char *source, const char *target, const char *fstype,
+                            unsigned long flags, const char *data) {
+    return mount(source, target, fstype, flags, data);
+}
+static inline int suf_umount2(const char *target, int flags) { return umount2(target, flags); }
+static inline int suf_sethostname(const char *name, size_t len) { return sethostname(name, len); }
+static inline int suf_prctl_pdeathsig(int sig) { return prctl(PR_SET_PDEATHSIG, (unsigned long)sig, 0, 0, 0); }
+static inline pid_t suf_fork(void) { return fork(); }
+
 #endif

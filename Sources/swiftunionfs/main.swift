@@ -41,10 +41,11 @@ func exitWithUsageError(_ message: String) -> Never {
 }
 
 let argv = Array(CommandLine.arguments.dropFirst())
-if argv.contains("--help") || argv.contains("-h") { print(usage); exit(0) }
-if argv.contains("--version") || argv.contains("-V") { print("swiftunionfs \(version)"); exit(0) }
+// Subcommands first: `run ... -- ls --help` must reach ls, not print our help.
 if argv.first == "inspect" { exit(Inspect.main(Array(argv.dropFirst()))) }
 if argv.first == "run" { exit(RunCommand.main(Array(argv.dropFirst()))) }
+if argv.contains("--help") || argv.contains("-h") { print(usage); exit(0) }
+if argv.contains("--version") || argv.contains("-V") { print("swiftunionfs \(version)"); exit(0) }
 
 do {
     var cmd = try CommandLineParser.parse(argv)
