@@ -472,7 +472,7 @@ def op_escaped_xattr(r):
 
 
 def op_shift(r):
-    """swiftunionfs with uidmapping=0:1000:100,gidmapping=0:1000:100 over a
+    """swiftunionfs with uidmapping=1000:0:100,gidmapping=1000:0:100 over a
     layer whose ids are stored shifted by 1000 (namespace ids)."""
     p = r.p
     r("ls", ls, r.root)

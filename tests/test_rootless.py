@@ -366,7 +366,7 @@ def multi_ns(rl_user, dev_fuse, base_dir):
     pre["markers"] = (job, man, skip)
 
     # A layer stored with ids shifted by +1000 (namespace ids), shown unshifted
-    # through uidmapping=0:1000:100,gidmapping=0:1000:100.
+    # through uidmapping=1000:0:100,gidmapping=1000:0:100.
     def ns_uid(i):
         return rl_user["uid"] if i == 0 else su + i - 1
 
@@ -381,7 +381,7 @@ def multi_ns(rl_user, dev_fuse, base_dir):
     }]
     job, man, skip = prepare_job(rl_user, base, "shift", shift, kind="expect", hostid=lambda i: i,
                                  upper_owner=(ns_uid(1000), ns_gid(1000)),
-                                 suf_opts=["uidmapping=0:1000:100", "gidmapping=0:1000:100"])
+                                 suf_opts=["uidmapping=1000:0:100", "gidmapping=1000:0:100"])
     # the layer root too belongs to (shifted) 0, so that the merged root is 0's
     os.chown(os.path.join(job["dir"], "s", "l1"), ns_uid(1000), ns_gid(1000))
     man = manifest(job["dir"], skip)
@@ -583,7 +583,7 @@ def test_unmapped_owner_multi(multi_ns, rl_user):
 
 
 def test_uidmapping_shift(multi_ns, rl_user):
-    """uidmapping=0:1000:100,gidmapping=0:1000:100 over a layer stored with
+    """uidmapping=1000:0:100,gidmapping=1000:0:100 over a layer stored with
     ids +1000: the union shows them unshifted, stores new/chowned ids shifted,
     refuses ids outside the mapping, and shows unmapped ids as 65534."""
     jres, (job, man, skip) = _job(multi_ns, "shift")

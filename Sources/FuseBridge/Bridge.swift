@@ -27,6 +27,8 @@ public final class Bridge: @unchecked Sendable {
     let attrTimeout: Double
     public let tracer: Tracer?
     public let stats: Statistics?
+    /// Reads up to this size are copied through a buffer; larger ones are spliced.
+    static let spliceThreshold = 32 << 10
 
     public init(union: Union, timeout: Double, tracer: Tracer?, stats: Statistics?) {
         self.union = union
@@ -45,6 +47,8 @@ public final class Bridge: @unchecked Sendable {
         suf_conn_want(conn, UInt32(FUSE_CAP_PARALLEL_DIROPS))
         suf_conn_want(conn, UInt32(FUSE_CAP_CACHE_SYMLINKS))
         suf_conn_want(conn, UInt32(FUSE_CAP_ASYNC_READ))
+        // Not FUSE_CAP_POSIX_ACL: ACL xattrs hold ids, which uidmapping= would have to
+        // rewrite, and the kernel then refuses access in shifted layers.
         // Locks stay in the kernel: one host, one mount, the kernel's own lock tables are right.
         suf_conn_unwant(conn, UInt32(FUSE_CAP_FLOCK_LOCKS) | UInt32(FUSE_CAP_POSIX_LOCKS))
     }

@@ -120,7 +120,7 @@ enum Operations {
                 let fd = try b.union.open(ino, flags: flags)
                 fi!.pointee.fh = UInt64(fd)
                 fi!.pointee.keep_cache = 1
-                if fuse_reply_open(req, fi) != 0 { b.union.release(fd) }
+                if fuse_reply_open(req, fi) != 0 { b.union.release(ino, fd) }
             }
         }
         ops.create = { req, parent, name, mode, fi in
@@ -130,7 +130,7 @@ enum Operations {
                 let (node, st, fd) = try b.union.create(parent, n, mode: mode, flags: flags, caller: Operations.caller(req))
                 fi!.pointee.fh = UInt64(fd)
                 var e = b.entry(node.id, st)
-                if fuse_reply_create(req, &e, fi) != 0 { b.union.release(fd) }
+                if fuse_reply_create(req, &e, fi) != 0 { b.union.release(node.id, fd) }
             }
         }
         ops.read = { req, ino, size, offset, fi in
@@ -138,6 +138,14 @@ enum Operations {
             let fd = Int32(truncatingIfNeeded: fi!.pointee.fh)
             b.serve(req, .read, ino, args: { "size=\(size) off=\(offset)" }) {
                 b.stats?.addRead(size)
+                // Small reads: pread + one write is cheaper than setting up a splice pipe.
+                if size <= Bridge.spliceThreshold {
+                    try withUnsafeTemporaryAllocation(byteCount: size, alignment: 4096) { buf in
+                        let n = try b.union.read(fd, into: buf, at: Int64(offset))
+                        fuse_reply_buf(req, buf.baseAddress?.assumingMemoryBound(to: CChar.self), n)
+                    }
+                    return
+                }
                 let rc = suf_reply_fd(req, fd, Int64(offset), size)
                 if rc != 0 { throw Errno(-rc) }
             }
@@ -154,7 +162,7 @@ enum Operations {
         ops.flush = { req, ino, fi in fuse_reply_err(req, 0) }
         ops.release = { req, ino, fi in
             let b = Operations.bridge(req)
-            b.union.release(Int32(truncatingIfNeeded: fi!.pointee.fh))
+            b.union.release(ino, Int32(truncatingIfNeeded: fi!.pointee.fh))
             fuse_reply_err(req, 0)
         }
         ops.fsync = { req, ino, datasync, fi in

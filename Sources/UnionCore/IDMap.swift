@@ -1,5 +1,6 @@
-/// A `CONTAINER:HOST:LEN` id mapping (fuse-overlayfs's `uidmapping=` syntax):
-/// ids stored in the layers are host ids, ids shown through the union are container ids.
+/// An id mapping between ids stored in the layers ("host") and ids shown through the
+/// union ("container"). `parse` reads `SHOWN:STORED:COUNT` triples; the command line's
+/// `uidmapping=` uses fuse-overlayfs's `STORED:SHOWN:COUNT` order and is converted.
 public struct IDMap: Sendable, Equatable {
     public struct Range: Sendable, Equatable {
         public var container: UInt32

@@ -24,6 +24,13 @@ public final class Node: @unchecked Sendable {
     var aliases: [(parent: Node, name: String)] = []
     /// The real (device, inode) a hard-linked node is shared by, while it is registered.
     var inodeKey: InodeKey?
+    /// Open file handles on this node; while any is open, removing its name keeps an
+    /// O_PATH descriptor (`orphanFD`) so fstat, fchmod and friends still reach the file.
+    var openCount = 0
+    var orphanFD: Int32 = -1
+    /// The top copy has no xattrs at all: getxattr is answered without a syscall.
+    /// (`ls -l` asks for security.selinux on every file, every time.)
+    var hasNoXattrs = false
     /// Serialises copy-up of this node so that no file is copied twice.
     let copyUpLock = Mutex<Void>(())
 
@@ -171,6 +178,7 @@ public final class NodeTable: @unchecked Sendable {
             n.lookups = n.lookups > count ? n.lookups - count : 0
             guard n.lookups == 0 else { return }
             s.byID[id] = nil
+            if n.orphanFD >= 0 { Sys.close(n.orphanFD); n.orphanFD = -1 }
             if let key = n.inodeKey, s.byInode[key] === n { s.byInode[key] = nil }
             if let p = n.parent, p.children[n.name] === n { p.children[n.name] = nil }
             for (p, name) in n.aliases where p.children[name] === n { p.children[name] = nil }

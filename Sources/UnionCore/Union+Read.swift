@@ -60,10 +60,15 @@ extension Union {
         } else {
             f &= ~O_TRUNC
         }
-        return try withEntry(n) { try Sys.openAt($0, $1, f) }
+        let fd = try withEntry(n) { try Sys.openAt($0, $1, f) }
+        nodes.locked { n.openCount += 1 }
+        return fd
     }
 
-    public func release(_ fd: Int32) { Sys.close(fd) }
+    public func release(_ id: UInt64, _ fd: Int32) {
+        Sys.close(fd)
+        noteReleased(id)
+    }
 
     public func read(_ fd: Int32, into buf: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int {
         try Sys.pread(fd, buf, offset)
@@ -77,24 +82,31 @@ extension Union {
     // MARK: extended attributes
 
     public func listxattr(_ id: UInt64) throws -> [String] {
+        if config.noXattrs { throw Errno.notSupported }
         let n = try node(id)
-        return try withObject(n) { try Sys.listxattr($0) }.compactMap { Markers.xattrFromLayer($0, format: format) }
+        return try withXattrs(n) { try Sys.listxattr($0) }.compactMap { Markers.xattrFromLayer($0, format: format) }
     }
 
     public func getxattr(_ id: UInt64, _ name: String) throws -> [UInt8] {
+        if config.noXattrs { throw Errno.notSupported }
         let n = try node(id)
+        if nodes.locked({ n.hasNoXattrs }) { throw Errno.noData }
         let stored = Markers.xattrToLayer(name, format: format)
-        return try withObject(n) { try Sys.getxattr($0, stored) }
+        return try withXattrs(n) { target in
+            do {
+                return try Sys.getxattr(target, stored)
+            } catch let e as Errno where e.rawValue == ENODATA {
+                if (try? Sys.listxattr(target))?.isEmpty == true { nodes.locked { n.hasNoXattrs = true } }
+                throw e
+            }
+        }
     }
 
-    /// Runs `body` with an O_PATH descriptor of `node`'s top copy.
-    func withObject<T>(_ node: Node, _ body: (Int32) throws -> T) throws -> T {
-        if node.isDirectory { return try withDirectory(node, in: nodes.layers(of: node)[0], body) }
-        return try withEntry(node) { dir, name in
-            let fd = try Sys.openAt(dir, name, O_PATH)
-            defer { Sys.close(fd) }
-            return try body(fd)
-        }
+    /// Runs `body` with where `node`'s top copy takes xattr calls.
+    func withXattrs<T>(_ node: Node, _ body: (Sys.XattrTarget) throws -> T) throws -> T {
+        if let fd = orphan(node) { return try body(.fd(fd)) }
+        if node.isDirectory { return try withDirectory(node, in: nodes.layers(of: node)[0]) { try body(.fd($0)) } }
+        return try withEntry(node) { dir, name in try body(.entry(dir, name)) }
     }
 
     // MARK: directories

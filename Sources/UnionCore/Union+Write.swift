@@ -137,6 +137,7 @@ extension Union {
             let (n, st) = try createEntry(parentID, name, caller, type: S_IFREG) { dir, entry in
                 fd = try Sys.openAt(dir, entry, openFlags | O_CREAT | O_EXCL, mode: mode & 0o7777)
             }
+            nodes.locked { n.openCount += 1 }
             return (n, st, fd)
         } catch {
             if fd >= 0 { Sys.close(fd) }
@@ -206,6 +207,7 @@ extension Union {
         try copyUp(parent)
         let whiteout = try lowerShows(parent, name)
         let path = displayPath(parentID, child: name)
+        if !directory { keepIfOpen(parent, name) }
         try withDirectory(parent, in: upper.index) { dfd in
             if r.layers[0] == upper.index {
                 let tmp = try evict(dfd, name, leaveWhiteout: whiteout, path: path)
@@ -275,6 +277,7 @@ extension Union {
         try copyUp(newParent)
         let srcWhiteout = try lowerShows(parent, name)
         let dstLower = try lowerShows(newParent, newName)
+        if !exchange && dst != nil { keepIfOpen(newParent, newName) }
         let newParentMerged = nodes.layers(of: newParent).contains { !layers[$0].isUpper }
         let parentMerged = nodes.layers(of: parent).contains { !layers[$0].isUpper }
         let path = displayPath(parentID, child: name)
@@ -363,6 +366,10 @@ extension Union {
         var uid: uid_t = UInt32.max, gid: gid_t = UInt32.max
         if let u = change.uid { guard let h = config.uidMap.toHost(u) else { throw Errno.invalid }; uid = h }
         if let g = change.gid { guard let h = config.gidMap.toHost(g) else { throw Errno.invalid }; gid = h }
+        if let orphan = orphan(n) {
+            try setattrOrphan(orphan, change, uid, gid, fd)
+            return try getattr(id, fd: fd)
+        }
         try withEntry(n) { dir, name in
             if change.uid != nil || change.gid != nil { try Sys.lchownAt(dir, name, uid, gid) }
             if let mode = change.mode { try Sys.chmodAt(dir, name, mode & 0o7777) }
@@ -374,35 +381,48 @@ extension Union {
                 }
             }
             if change.atime != nil || change.mtime != nil {
-                func spec(_ t: AttributeChange.Time?) -> timespec {
-                    switch t {
-                    case nil: return timespec(tv_sec: 0, tv_nsec: Int(UTIME_OMIT))
-                    case .now: return timespec(tv_sec: 0, tv_nsec: Int(UTIME_NOW))
-                    case .at(let ts): return ts
-                    }
-                }
-                try Sys.utimensAt(dir, name, (spec(change.atime), spec(change.mtime)))
+                try Sys.utimensAt(dir, name, (change.atime.spec, change.mtime.spec))
             }
         }
         return try getattr(id, fd: fd)
     }
 
+    /// setattr on a file whose name is gone: through its kept descriptor (via /proc,
+    /// which names the inode itself, so nothing is looked up by path).
+    private func setattrOrphan(_ orphan: Int32, _ change: AttributeChange, _ uid: uid_t, _ gid: gid_t, _ fd: Int32?) throws {
+        let path = Sys.procPath(orphan)
+        if change.uid != nil || change.gid != nil { _ = try retryingCall { Glibc.chown(path, uid, gid) } }
+        if let mode = change.mode { _ = try retryingCall { Glibc.chmod(path, mode & 0o7777) } }
+        if let size = change.size {
+            let f = try fd ?? retryingCall { suf_open_mode(path, O_WRONLY | O_CLOEXEC, 0) }
+            defer { if fd == nil { Sys.close(f) } }
+            try Sys.truncate(f, size)
+        }
+        if change.atime != nil || change.mtime != nil {
+            var t = [change.atime.spec, change.mtime.spec]
+            _ = try retryingCall { utimensat(AT_FDCWD, path, &t, 0) }
+        }
+    }
+
     public func setxattr(_ id: UInt64, _ name: String, _ value: UnsafeRawBufferPointer, flags: Int32) throws {
+        if config.noXattrs { throw Errno.notSupported }
         let n = try node(id)
         let stored = Markers.xattrToLayer(name, format: format)
         _ = try requireUpper()
         try copyUp(n)
-        try withObject(n) { try Sys.setxattr($0, stored, value, flags: flags) }
+        nodes.locked { n.hasNoXattrs = false }
+        try withXattrs(n) { try Sys.setxattr($0, stored, value, flags: flags) }
     }
 
     public func removexattr(_ id: UInt64, _ name: String) throws {
+        if config.noXattrs { throw Errno.notSupported }
         let n = try node(id)
         let stored = Markers.xattrToLayer(name, format: format)
         _ = try requireUpper()
         // Nothing to remove is answered without a copy-up.
-        _ = try withObject(n) { try Sys.getxattr($0, stored) }
+        _ = try withXattrs(n) { try Sys.getxattr($0, stored) }
         try copyUp(n)
-        try withObject(n) { try Sys.removexattr($0, stored) }
+        try withXattrs(n) { try Sys.removexattr($0, stored) }
     }
 
     // MARK: data on open files
@@ -440,3 +460,18 @@ extension Union {
         return try Sys.copyFileRange(src, &i, dst, &o, len)
     }
 }
+
+extension Optional where Wrapped == AttributeChange.Time {
+    /// The timespec utimensat takes: unchanged, now, or a given time.
+    var spec: timespec {
+        switch self {
+        case nil: return timespec(tv_sec: 0, tv_nsec: Int(UTIME_OMIT))
+        case .now: return timespec(tv_sec: 0, tv_nsec: Int(UTIME_NOW))
+        case .at(let ts): return ts
+        }
+    }
+}
+
+/// `retrying` for call sites outside the Sys funnel that still want EINTR handled once.
+@inline(__always)
+func retryingCall<T: BinaryInteger>(_ call: () -> T) throws -> T { try retrying(call) }

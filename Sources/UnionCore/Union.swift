@@ -143,7 +143,7 @@ public final class Union: @unchecked Sendable {
     func present(_ node: Node, _ st: stat) -> stat {
         var out = st
         out.st_ino = ino_t(node.ino)
-        if node.isDirectory && nodes.layers(of: node).count > 1 { out.st_nlink = 1 }
+        if node.isDirectory && (config.staticNlink || nodes.layers(of: node).count > 1) { out.st_nlink = 1 }
         if !config.uidMap.isIdentity { out.st_uid = config.uidMap.toContainer(st.st_uid) }
         if !config.gidMap.isIdentity { out.st_gid = config.gidMap.toContainer(st.st_gid) }
         // Unmapped owners stay unmapped for the kernel (see UserNamespace).
@@ -153,15 +153,47 @@ public final class Union: @unchecked Sendable {
         if userNamespace.isUnmapped(gid: st.st_gid) || (!config.gidMap.isIdentity && out.st_gid == IDMap.overflow) {
             out.st_gid = UInt32.max
         }
+        if let u = config.squashUID { out.st_uid = u }
+        if let g = config.squashGID { out.st_gid = g }
         return out
     }
 
     /// The stat of `node`'s top copy, straight from its layer.
     func rawStat(_ node: Node) throws -> stat {
+        if let fd = orphan(node) { return try Sys.fstat(fd) }
         let top = nodes.layers(of: node)[0]
         if node.isDirectory { return try withDirectory(node, in: top) { try Sys.fstat($0) } }
         guard let parent = nodes.locked({ node.parent }) else { throw Errno.noEntry }
         return try withDirectory(parent, in: top) { try Sys.stat($0, node.name) }
+    }
+
+    /// The descriptor kept for a node whose name was removed while it was open.
+    func orphan(_ node: Node) -> Int32? {
+        nodes.locked { node.parent == nil && node.orphanFD >= 0 ? node.orphanFD : nil }
+    }
+
+    /// Before `name` in `parent` goes away: if the kernel has the file open, hold on to
+    /// it, because it will keep asking about it by node id (fstat, fchmod, ...).
+    func keepIfOpen(_ parent: Node, _ name: String) {
+        guard let n = nodes.child(parent, name), !n.isDirectory,
+              nodes.locked({ n.openCount > 0 && n.orphanFD < 0 && n.aliases.isEmpty }) else { return }
+        guard let fd = try? withEntry(n, { try Sys.openAt($0, $1, O_PATH) }) else { return }
+        let kept = nodes.locked { () -> Bool in
+            guard n.orphanFD < 0 else { return false }
+            n.orphanFD = fd
+            return true
+        }
+        if !kept { Sys.close(fd) }
+    }
+
+    public func noteOpened(_ id: UInt64) {
+        guard let n = nodes.node(id) else { return }
+        nodes.locked { n.openCount += 1 }
+    }
+
+    public func noteReleased(_ id: UInt64) {
+        guard let n = nodes.node(id) else { return }
+        nodes.locked { n.openCount = max(0, n.openCount - 1) }
     }
 
     /// Runs `body` with the directory that holds `node` in its top layer, and its name.

@@ -11,6 +11,13 @@ public struct UnionConfig: Sendable {
     /// Upper for `uidmapping=` / `gidmapping=`: ids in the layers shown shifted.
     public var uidMap: IDMap = .identity
     public var gidMap: IDMap = .identity
+    /// fuse-overlayfs's squash_to_root / squash_to_uid / squash_to_gid: every owner shown as this id.
+    public var squashUID: UInt32?
+    public var squashGID: UInt32?
+    /// fuse-overlayfs's noxattrs=1: no extended attributes through the union (ENOTSUP).
+    public var noXattrs = false
+    /// fuse-overlayfs's static_nlink: every directory reports one link.
+    public var staticNlink = false
 
     public init(lowerDirs: [String], upperDir: String? = nil, workDir: String? = nil) {
         self.lowerDirs = lowerDirs

@@ -23,7 +23,15 @@ struct MountCommand {
     var xattrNamespace: String?
     var uidMap = IDMap.identity
     var gidMap = IDMap.identity
+    /// fuse-overlayfs's squash_to_root / squash_to_uid= / squash_to_gid=: every owner shown as
+    /// root / as this id (squash_to_uid/gid win over squash_to_root). Parsed here; the core applies them.
     var squashToRoot = false
+    var squashToUID: UInt32?
+    var squashToGID: UInt32?
+    /// fuse-overlayfs's noxattrs=1: every xattr call answers ENOTSUP. Parsed here; the core applies it.
+    var noXattrs = false
+    /// fuse-overlayfs's static_nlink: every directory reports st_nlink 1. Parsed here; the core applies it.
+    var staticNlink = false
     var verbose = false
 }
 
@@ -36,15 +44,20 @@ let passthroughFlags: Set<String> = [
     "sync", "async", "dirsync", "auto_unmount", "lazytime", "nolazytime", "iversion", "noiversion", "mand", "nomand",
 ]
 let passthroughValued: Set<String> = ["fsname", "subtype", "max_read", "blksize"]
-/// Accepted and ignored: mount(8) and fstab words that mean nothing to a FUSE daemon,
-/// and fuse-overlayfs options whose behaviour is already ours (see docs/options.md).
+/// Accepted and ignored: mount(8) and fstab words that mean nothing to a FUSE daemon, and
+/// fuse-overlayfs / kernel-overlay options whose behaviour is already ours or that only tune a
+/// mechanism swiftunionfs does not have (see docs/podman.md, "Options from fuse-overlayfs"):
+/// redirect_dir, index, metacopy, xino, nfs_export: kernel-overlay features; the view is the same without them.
+/// noacl: swiftunionfs never asks the kernel for FUSE_POSIX_ACL. fast_ino: inode numbers are chosen by
+/// the layers' filesystems. writeback: the kernel writeback cache is never enabled.
+/// context=...: SELinux labels; the kernel refuses them on a FUSE mount without SELinux, and the layers keep theirs.
+/// plugins=: fuse-overlayfs layer plugins are only used by "//plugin/..." lowerdirs, which are refused as missing.
 let ignoredFlags: Set<String> = [
     "auto", "noauto", "user", "nouser", "users", "_netdev", "nofail", "defaults", "x-systemd.automount",
-    "redirect_dir=off", "index=off", "metacopy=off", "xino=off", "xino=auto", "nfs_export=off",
-    "noacl", "threaded=1", "static_nlink", "ino32_t", "xattr_permissions=0", "fast_ino=0", "fast_ino=1",
+    "noacl", "ino32_t", "fast_ino=0", "fast_ino=1", "writeback=0", "writeback=1",
 ]
 let ignoredValued: Set<String> = ["context", "fscontext", "defcontext", "rootcontext", "plugins", "redirect_dir",
-                                  "index", "metacopy", "xino", "threaded", "xattr_permissions"]
+                                  "index", "metacopy", "xino", "nfs_export"]
 
 enum CommandLineParser {
     static func parse(_ args: [String]) throws -> MountCommand {
@@ -94,6 +107,22 @@ enum CommandLineParser {
         }
         items.append(cur)
         return items.filter { !$0.isEmpty }
+    }
+
+    /// fuse-overlayfs's `uidmapping=`/`gidmapping=`: `LAYER:SHOWN:COUNT` triples, colon-separated: the id
+    /// stored in the layers comes first, the id shown through the mount second (stored 0 shows as 100000
+    /// with `0:100000:65536`; a chown to 100005 stores 5). Empty items are skipped as fuse-overlayfs's
+    /// strtok skips them: containers/storage writes `uidmapping=:0:100000:65536`.
+    static func idMapping(_ key: String, _ text: String) throws -> IDMap {
+        let nums = text.split(separator: ":").map(String.init)
+        var shownFirst: [String] = []  // IDMap.parse takes SHOWN:LAYER:COUNT
+        if nums.count % 3 == 0 {
+            for i in stride(from: 0, to: nums.count, by: 3) { shownFirst += [nums[i + 1], nums[i], nums[i + 2]] }
+        }
+        guard !shownFirst.isEmpty, let m = IDMap.parse(shownFirst.joined(separator: ":")) else {
+            throw UsageError(message: "\(key) must be LAYER-ID:SHOWN-ID:COUNT triples separated by ':' (fuse-overlayfs syntax), not \(text)")
+        }
+        return m
     }
 
     /// Splits a lowerdir list on ':' except where written as "\:".
@@ -154,13 +183,37 @@ enum CommandLineParser {
                 guard v == "trusted" || v == "user" else { throw UsageError(message: "xattr_namespace must be trusted or user") }
                 cmd.xattrNamespace = v
             case "userxattr": cmd.xattrNamespace = "user"
-            case "uidmapping":
-                guard let m = IDMap.parse(try need()) else { throw UsageError(message: "uidmapping must be CONTAINER:HOST:LEN triples") }
-                cmd.uidMap = m
-            case "gidmapping":
-                guard let m = IDMap.parse(try need()) else { throw UsageError(message: "gidmapping must be CONTAINER:HOST:LEN triples") }
-                cmd.gidMap = m
-            case "squash_to_root": cmd.squashToRoot = true
+            case "uidmapping": cmd.uidMap = try idMapping(key, try need())
+            case "gidmapping": cmd.gidMap = try idMapping(key, try need())
+            case "squash_to_root":
+                guard value == nil else { throw UsageError(message: "squash_to_root takes no value") }
+                cmd.squashToRoot = true
+            case "squash_to_uid", "squash_to_gid":
+                guard let id = UInt32(try need()), id != UInt32.max else {
+                    throw UsageError(message: "\(key) must be a numeric id, not \(value!)")
+                }
+                if key == "squash_to_uid" { cmd.squashToUID = id } else { cmd.squashToGID = id }
+            case "static_nlink":
+                guard value == nil else { throw UsageError(message: "static_nlink takes no value") }
+                cmd.staticNlink = true
+            case "noxattrs":
+                switch try need() {
+                case "0": cmd.noXattrs = false
+                case "1": cmd.noXattrs = true
+                default: throw UsageError(message: "noxattrs must be 0 or 1")
+                }
+            case "threaded":
+                // fuse-overlayfs serves on one thread unless threaded=1; we serve on several unless told -s.
+                switch try need() {
+                case "0": cmd.singleThreaded = true
+                case "1": cmd.singleThreaded = false
+                default: throw UsageError(message: "threaded must be 0 or 1")
+                }
+            case "xattr_permissions":
+                let v = try need()
+                guard v == "0" else {
+                    throw UsageError(message: "xattr_permissions=\(v) (owners and modes kept in xattrs: containers/storage's force_mask) is not supported; only xattr_permissions=0")
+                }
             case "debug": cmd.debug = true; cmd.foreground = true
             default:
                 if value == nil && passthroughFlags.contains(key) {

@@ -10,6 +10,10 @@ enum Mounter {
         config.skipSync = cmd.skipSync
         config.uidMap = cmd.uidMap
         config.gidMap = cmd.gidMap
+        config.squashUID = cmd.squashToUID ?? (cmd.squashToRoot ? 0 : nil)
+        config.squashGID = cmd.squashToGID ?? (cmd.squashToRoot ? 0 : nil)
+        config.noXattrs = cmd.noXattrs
+        config.staticNlink = cmd.staticNlink
         if cmd.whiteout != nil || cmd.xattrNamespace != nil {
             config.markerFormat = MarkerFormat(whiteout: cmd.whiteout ?? .device,
                                                xattrNamespace: cmd.xattrNamespace ?? (geteuid() == 0 ? "trusted" : "user"))

@@ -26,7 +26,7 @@ Union options:
   volatile, fsync=0  never fsync the upper layer (throwaway containers)
   whiteout=device|oci        whiteouts written as 0/0 devices (default) or .wh.NAME files
   xattr_namespace=trusted|user, userxattr   where opaque marks go (default: detected)
-  uidmapping=C:H:N[:C:H:N...], gidmapping=...   show layer ids H as container ids C
+  uidmapping=L:S:N[:L:S:N...], gidmapping=...   layer ids L..L+N show as S..S+N
   timeout=SECONDS    kernel entry/attribute cache time (default 3600)
 Tracing and statistics:
   trace[=FILE]       one line per operation to stderr or FILE (SIGUSR1 toggles)

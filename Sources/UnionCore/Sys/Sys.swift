@@ -162,13 +162,30 @@ public enum Sys {
 
     public static func procPath(_ fd: Int32) -> String { "/proc/self/fd/\(fd)" }
 
+    /// Where an xattr call goes: an fd's inode (followed through /proc), or a name in
+    /// a directory fd, not followed (one syscall, no open).
+    public struct XattrTarget: Sendable {
+        let path: String
+        let follow: Bool
+        public static func fd(_ fd: Int32) -> XattrTarget { XattrTarget(path: procPath(fd), follow: true) }
+        public static func entry(_ dir: Int32, _ name: String) -> XattrTarget {
+            XattrTarget(path: procPath(dir) + "/" + name, follow: false)
+        }
+    }
+
     public static func getxattr(_ fd: Int32, _ name: String) throws(Errno) -> [UInt8] {
-        let path = procPath(fd)
+        try getxattr(.fd(fd), name)
+    }
+
+    public static func getxattr(_ t: XattrTarget, _ name: String) throws(Errno) -> [UInt8] {
+        func get(_ buf: UnsafeMutableRawPointer?, _ size: Int) -> Int {
+            t.follow ? CFuse.getxattr(t.path, name, buf, size) : CFuse.lgetxattr(t.path, name, buf, size)
+        }
         while true {
-            let size = try retrying { CFuse.getxattr(path, name, nil, 0) }
+            let size = try retrying { get(nil, 0) }
             if size == 0 { return [] }
             var buf = [UInt8](repeating: 0, count: size)
-            let n = CFuse.getxattr(path, name, &buf, size)
+            let n = buf.withUnsafeMutableBytes { get($0.baseAddress, size) }
             if n >= 0 { return Array(buf[0..<n]) }
             if Errno.current.rawValue != ERANGE { throw Errno.current }
         }
@@ -179,13 +196,17 @@ public enum Sys {
         do { return try getxattr(fd, name) } catch { return nil }
     }
 
-    public static func listxattr(_ fd: Int32) throws(Errno) -> [String] {
-        let path = procPath(fd)
+    public static func listxattr(_ fd: Int32) throws(Errno) -> [String] { try listxattr(.fd(fd)) }
+
+    public static func listxattr(_ t: XattrTarget) throws(Errno) -> [String] {
+        func list(_ buf: UnsafeMutablePointer<CChar>?, _ size: Int) -> Int {
+            t.follow ? CFuse.listxattr(t.path, buf, size) : CFuse.llistxattr(t.path, buf, size)
+        }
         while true {
-            let size = try retrying { CFuse.listxattr(path, nil, 0) }
+            let size = try retrying { list(nil, 0) }
             if size == 0 { return [] }
             var buf = [CChar](repeating: 0, count: size)
-            let n = CFuse.listxattr(path, &buf, size)
+            let n = buf.withUnsafeMutableBufferPointer { list($0.baseAddress, size) }
             if n < 0 {
                 if Errno.current.rawValue == ERANGE { continue }
                 throw Errno.current
@@ -194,9 +215,15 @@ public enum Sys {
         }
     }
 
+    public static func setxattr(_ t: XattrTarget, _ name: String, _ value: UnsafeRawBufferPointer, flags: Int32 = 0) throws(Errno) {
+        _ = try retrying {
+            t.follow ? CFuse.setxattr(t.path, name, value.baseAddress, value.count, flags)
+                : CFuse.lsetxattr(t.path, name, value.baseAddress, value.count, flags)
+        }
+    }
+
     public static func setxattr(_ fd: Int32, _ name: String, _ value: UnsafeRawBufferPointer, flags: Int32 = 0) throws(Errno) {
-        let path = procPath(fd)
-        _ = try retrying { CFuse.setxattr(path, name, value.baseAddress, value.count, flags) }
+        try setxattr(.fd(fd), name, value, flags: flags)
     }
 
     public static func setxattr(_ fd: Int32, _ name: String, _ value: [UInt8], flags: Int32 = 0) throws(Errno) {
@@ -205,9 +232,8 @@ public enum Sys {
         if rc != 0 { throw Errno.current }
     }
 
-    public static func removexattr(_ fd: Int32, _ name: String) throws(Errno) {
-        let path = procPath(fd)
-        _ = try retrying { CFuse.removexattr(path, name) }
+    public static func removexattr(_ t: XattrTarget, _ name: String) throws(Errno) {
+        _ = try retrying { t.follow ? CFuse.removexattr(t.path, name) : CFuse.lremovexattr(t.path, name) }
     }
 
     // MARK: directories
