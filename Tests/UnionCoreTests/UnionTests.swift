@@ -82,9 +82,10 @@ extension Union {
         chmod("\(s.root)/l2/a", 0o711)
         chmod("\(s.root)/l2/a/b/f", 0o640)
         let u = try s.union()
-        let fd = try u.open(u.id("a/b/f"), flags: O_WRONLY | O_APPEND)
+        let id = try u.id("a/b/f")
+        let fd = try u.open(id, flags: O_WRONLY | O_APPEND)
         _ = try "+".withCString { try u.write(fd, UnsafeRawBufferPointer(start: $0, count: 1), at: 5) }
-        u.release(fd)
+        u.release(id, fd)
         #expect(s.exists("u/a")?.st_mode == S_IFDIR | 0o711)
         #expect(s.exists("u/a/b/f")?.st_mode == S_IFREG | 0o640)
         #expect(s.exists("u/a/b/f")?.st_size == 6)
@@ -126,6 +127,20 @@ extension Union {
         let u = try s.union(upper: false)
         #expect(throws: Errno.readOnly) { try u.unlink(NodeTable.rootID, "f") }
         #expect(throws: Errno.readOnly) { _ = try u.open(u.id("f"), flags: O_RDWR) }
+    }
+
+    @Test func unlinkedOpenFileKeepsItsAttributes() throws {
+        let s = Stack()
+        let u = try s.union()
+        let (n, _, fd) = try u.create(NodeTable.rootID, "tmp", mode: 0o600, flags: O_RDWR, caller: me)
+        _ = try "data".withCString { try u.write(fd, UnsafeRawBufferPointer(start: $0, count: 4), at: 0) }
+        try u.unlink(NodeTable.rootID, "tmp")
+        #expect(try u.getattr(n.id).st_size == 4)
+        var change = AttributeChange()
+        change.mode = 0o640
+        #expect(try u.setattr(n.id, change, fd: nil).st_mode == S_IFREG | 0o640)
+        u.release(n.id, fd)
+        #expect(s.exists("u/tmp") == nil)
     }
 
     @Test func symlinkInLayerCannotLeadOutside() throws {
