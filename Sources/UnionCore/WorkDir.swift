@@ -15,9 +15,16 @@ final class WorkDir: @unchecked Sendable {
 
     init(path: String, upper: Layer) throws(Errno) {
         let top = try retrying { suf_open_mode(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0) }
-        if suf_flock(top, LOCK_EX | LOCK_NB) != 0 {
-            Sys.close(top)
-            throw Errno.busy
+        // A daemon whose mount was just unmounted may still be on its way out: give it
+        // two seconds to let go before calling the upper busy, so `umount; mount` works.
+        var waited = 0
+        while suf_flock(top, LOCK_EX | LOCK_NB) != 0 {
+            guard waited < 2000 else {
+                Sys.close(top)
+                throw Errno.busy
+            }
+            usleep(20_000)
+            waited += 20
         }
         lockFD = top
         do {
