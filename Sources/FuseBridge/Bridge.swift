@@ -106,12 +106,13 @@ public final class Bridge: @unchecked Sendable {
     func replyDirectory(_ req: fuse_req_t?, _ ino: UInt64, _ size: Int, _ offset: off_t,
                         _ fi: UnsafeMutablePointer<fuse_file_info>, plus: Bool) throws {
         let dir = Unmanaged<MergedDirectory>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).takeUnretainedValue()
+        let entries = try dir.entries(at: Int(offset)) { try union.list(ino) }
         let buf = UnsafeMutablePointer<CChar>.allocate(capacity: size)
         defer { buf.deallocate() }
         var used = 0
         var index = Int(offset)
-        while index < dir.entries.count {
-            let e = dir.entries[index]
+        while index < entries.count {
+            let e = entries[index]
             let next = off_t(index + 1)
             let room = size - used
             var n: Int

@@ -46,9 +46,12 @@ extension Union {
                 var bytes: Int64 = 0
                 do {
                     bytes = try stage(srcDir, name, st, into: work.fd, tmp, withData: withData)
-                    try Sys.rename(work.fd, tmp, dstDir, name)
+                    // Never over whatever upper holds now: if the name was removed meanwhile,
+                    // its whiteout must win, not the copy.
+                    try Sys.rename(work.fd, tmp, dstDir, name, flags: Sys.renameNoReplace)
                 } catch {
                     try? Sys.unlink(work.fd, tmp, directory: st.isDirectory)
+                    if let e = error as? Errno, e.rawValue == EEXIST { throw Errno.noEntry }
                     throw error
                 }
                 return bytes

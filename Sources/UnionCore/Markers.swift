@@ -56,10 +56,11 @@ public enum Markers {
         return name
     }
 
-    /// Whether `name` in directory `dir` of a layer is a whiteout, in either format.
-    public static func isWhiteout(dir: Int32, name: String, stat st: stat?) -> Bool {
-        if let st, st.isWhiteoutDevice { return true }
-        return (try? Sys.statIfPresent(dir, ociWhiteoutPrefix + name)) != nil
+    /// Whether directory `dir` of a layer holds an OCI whiteout `.wh.NAME` for `name`.
+    /// A name of 252 bytes or more cannot have one (it would pass NAME_MAX).
+    public static func hasOCIWhiteout(dir: Int32, name: String) throws(Errno) -> Bool {
+        guard name.utf8.count + ociWhiteoutPrefix.utf8.count <= Int(NAME_MAX) else { return false }
+        return try Sys.statIfPresent(dir, ociWhiteoutPrefix + name) != nil
     }
 
     /// Whether the directory open at `fd` (O_PATH) hides the layers below it.

@@ -1,5 +1,6 @@
 import CFuse
 import Glibc
+import Synchronization
 
 /// The read side: everything a read-only mount answers.
 extension Union {
@@ -60,7 +61,13 @@ extension Union {
         } else {
             f &= ~O_TRUNC
         }
-        let fd = try withEntry(n) { try Sys.openAt($0, $1, f) }
+        let fd: Int32
+        do {
+            fd = try withEntry(n) { try Sys.openAt($0, $1, f) }
+        } catch let e as Errno where e.rawValue == ENXIO {
+            // The name was removed under us and its whiteout (a 0/0 device) is what we reached.
+            throw Errno.noEntry
+        }
         nodes.locked { n.openCount += 1 }
         return fd
     }
@@ -111,15 +118,23 @@ extension Union {
 
     // MARK: directories
 
-    /// Lists the merged directory once, for the life of an open handle: offsets into
-    /// the snapshot stay valid, so seekdir and long listings neither skip nor repeat.
+    /// Opens a directory handle; its listing is taken when a readdir pass starts
+    /// (see `MergedDirectory`), so offsets into it stay valid and seekdir and long
+    /// listings neither skip nor repeat.
     public func opendir(_ id: UInt64) throws -> MergedDirectory {
+        let n = try node(id)
+        guard n.isDirectory else { throw Errno.notDirectory }
+        return MergedDirectory(cacheable: isReadOnly)
+    }
+
+    /// The merged listing of directory `id`, with "." and "..": what one pass of
+    /// readdir over a handle serves.
+    public func list(_ id: UInt64) throws -> [DirectoryEntry] {
         let n = try node(id)
         guard n.isDirectory else { throw Errno.notDirectory }
         let parentIno = nodes.locked { n.parent?.ino } ?? n.ino
         let stack = nodes.layers(of: n)
-        guard let path = nodes.path(of: n) else { throw Errno.noEntry }
-        let listing = try listing(path: path, stack: stack)
+        let listing = try listing(stack: stack) { openForListing(n, in: $0) }
         let known: [String: UInt64] = nodes.locked { n.children.mapValues(\.ino) }
         var entries: [DirectoryEntry] = [
             DirectoryEntry(name: ".", type: UInt8(DT_DIR), ino: n.ino),
@@ -137,17 +152,27 @@ extension Union {
             }
             entries.append(DirectoryEntry(name: e.name, type: e.type, ino: ino))
         }
-        return MergedDirectory(entries: entries, cacheable: !stack.contains { layers[$0].isUpper })
+        return entries
     }
 }
 
-/// An open directory's snapshot.
+/// An open directory handle. A pass of readdir starting at offset 0 lists the
+/// merged directory afresh (as the kernel's overlay does on its first iterate and
+/// on rewinddir); the following offsets index that snapshot, so they stay valid
+/// however the directory changes in between.
 public final class MergedDirectory: @unchecked Sendable {
-    public let entries: [DirectoryEntry]
-    /// Lower-only directories never change under the mount: the kernel may cache them.
+    private let state = Mutex<[DirectoryEntry]?>(nil)
+    /// Only a read-only union never changes: the kernel may cache its listings. (A
+    /// lower-only directory of a writable union can gain entries while a handle is open.)
     public let cacheable: Bool
-    init(entries: [DirectoryEntry], cacheable: Bool) {
-        self.entries = entries
-        self.cacheable = cacheable
+
+    init(cacheable: Bool) { self.cacheable = cacheable }
+
+    /// The snapshot to serve a read at `offset` from, listing anew at offset 0.
+    public func entries(at offset: Int, list: () throws -> [DirectoryEntry]) rethrows -> [DirectoryEntry] {
+        if offset != 0, let current = state.withLock({ $0 }) { return current }
+        let fresh = try list()
+        state.withLock { $0 = fresh }
+        return fresh
     }
 }

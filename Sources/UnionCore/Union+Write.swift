@@ -38,7 +38,7 @@ extension Union {
                 guard st.isWhiteoutDevice else { throw Errno.exists }
                 v.deviceWhiteout = true
             }
-            v.ociWhiteout = try Sys.statIfPresent(dfd, Markers.ociWhiteoutPrefix + name) != nil
+            v.ociWhiteout = try Markers.hasOCIWhiteout(dir: dfd, name: name)
             return v
         }
     }
@@ -84,9 +84,9 @@ extension Union {
     /// Gives a new object the caller's ids (mapped to the layer's), honouring a
     /// set-group-id parent as the filesystem would.
     private func own(_ dir: Int32, _ name: String, _ caller: Caller, _ parent: stat) throws {
-        guard let uid = config.uidMap.toHost(caller.uid), let callerGid = config.gidMap.toHost(caller.gid) else {
-            throw Errno.invalid
-        }
+        // A caller outside the mapping creates files owned by the overflow id, as fuse-overlayfs does.
+        let uid = config.uidMap.toHost(caller.uid) ?? IDMap.overflow
+        let callerGid = config.gidMap.toHost(caller.gid) ?? IDMap.overflow
         let gid = parent.st_mode & S_ISGID != 0 ? parent.st_gid : callerGid
         let st = try Sys.stat(dir, name)
         if st.st_uid != uid || st.st_gid != gid { try Sys.lchownAt(dir, name, uid, gid) }
@@ -199,8 +199,7 @@ extension Union {
         guard let r = try resolve(parent, name) else { throw Errno.noEntry }
         if directory {
             guard r.type == S_IFDIR else { throw Errno.notDirectory }
-            guard let path = nodes.path(of: parent).map({ $0 == "." ? name : $0 + "/" + name }) else { throw Errno.noEntry }
-            if try listing(path: path, stack: r.layers).count > 0 { throw Errno.notEmpty }
+            if try listing(stack: r.layers, open: { openForListing(parent, name, in: $0) }).count > 0 { throw Errno.notEmpty }
         } else if r.type == S_IFDIR {
             throw Errno.isDirectory
         }
@@ -226,11 +225,12 @@ extension Union {
         nodes.detach(parent, name)
     }
 
-    /// The merged entries of the directory at `path` over `stack`, without a node.
-    func listing(path: String, stack: [Int]) throws -> MergedListing {
+    /// The merged entries of a directory over `stack`; `open` gives the directory's
+    /// readable descriptor in a layer, or nil where that layer lacks it.
+    func listing(stack: [Int], open: (Int) -> Int32?) throws -> MergedListing {
         var listing = MergedListing()
         for li in stack {
-            guard let fd = try layers[li].openDirectoryForListing(path) else { continue }
+            guard let fd = open(li) else { continue }
             let statFD = dup(fd)
             defer { if statFD >= 0 { Sys.close(statFD) } }
             var raw: [(name: String, type: UInt8, ino: UInt64)] = []
@@ -264,8 +264,7 @@ extension Union {
             if src.type == S_IFDIR && dst.type != S_IFDIR { throw Errno.notDirectory }
             if src.type != S_IFDIR && dst.type == S_IFDIR { throw Errno.isDirectory }
             if dst.type == S_IFDIR {
-                guard let p = nodes.path(of: newParent) else { throw Errno.noEntry }
-                if try listing(path: p == "." ? newName : p + "/" + newName, stack: dst.layers).count > 0 {
+                if try listing(stack: dst.layers, open: { openForListing(newParent, newName, in: $0) }).count > 0 {
                     throw Errno.notEmpty
                 }
             }
@@ -327,7 +326,7 @@ extension Union {
                     try Sys.rename(sdir, name, ddir, newName)
                     if srcWhiteout { try writeWhiteout(sdir, name, path: path) }
                 }
-                if try Sys.statIfPresent(ddir, Markers.ociWhiteoutPrefix + newName) != nil {
+                if try Markers.hasOCIWhiteout(dir: ddir, name: newName) {
                     try Sys.unlink(ddir, Markers.ociWhiteoutPrefix + newName)
                 }
                 _ = work
@@ -475,3 +474,15 @@ extension Optional where Wrapped == AttributeChange.Time {
 /// `retrying` for call sites outside the Sys funnel that still want EINTR handled once.
 @inline(__always)
 func retryingCall<T: BinaryInteger>(_ call: () -> T) throws -> T { try retrying(call) }
+
+extension Union {
+    /// Opens directory `node` for reading in layer `li`, nil where the layer lacks it.
+    func openForListing(_ node: Node, in li: Int) -> Int32? {
+        try? withDirectory(node, in: li) { try Sys.openBeneath($0, ".", O_RDONLY | O_DIRECTORY) }
+    }
+
+    /// Opens directory `name` of `parent` for reading in layer `li`, nil where it is missing.
+    func openForListing(_ parent: Node, _ name: String, in li: Int) -> Int32? {
+        try? withDirectory(parent, in: li) { try Sys.openAt($0, name, O_RDONLY | O_DIRECTORY) }
+    }
+}

@@ -58,8 +58,17 @@ public final class Union: @unchecked Sendable {
     func withDirectory<T>(_ node: Node, in layer: Int, _ body: (Int32) throws -> T) throws -> T {
         if let fd = dirCache.get(node.id, layer) { return try body(fd) }
         if node.id == NodeTable.rootID { return try body(layers[layer].rootFD) }
-        guard let path = nodes.path(of: node),
-              let fd = try layers[layer].openDirectory(path) else { throw Errno.noEntry }
+        // One component at a time from the parent's descriptor: never a path longer than a
+        // name, so trees deeper than PATH_MAX work, and each step refuses symlinks.
+        let (parent, name) = nodes.locked { (node.parent, node.name) }
+        guard let parent else { throw Errno.noEntry }
+        let fd: Int32 = try withDirectory(parent, in: layer) { pfd in
+            do {
+                return try Sys.openAt(pfd, name, O_PATH | O_DIRECTORY)
+            } catch let e as Errno where e.rawValue == ENOTDIR || e.rawValue == ELOOP {
+                throw Errno.noEntry
+            }
+        }
         if dirCache.put(node.id, layer, fd) { return try body(fd) }
         defer { Sys.close(fd) }
         return try body(fd)
@@ -99,7 +108,7 @@ public final class Union: @unchecked Sendable {
                 let st = try Sys.statIfPresent(dfd, name)
                 guard let st else {
                     // Absent here: an OCI whiteout in this layer still hides the layers below.
-                    return (try Sys.statIfPresent(dfd, Markers.ociWhiteoutPrefix + name)) != nil
+                    return try Markers.hasOCIWhiteout(dir: dfd, name: name)
                 }
                 if st.isWhiteoutDevice { return true }
                 if var r = found {
@@ -163,8 +172,13 @@ public final class Union: @unchecked Sendable {
         if let fd = orphan(node) { return try Sys.fstat(fd) }
         let top = nodes.layers(of: node)[0]
         if node.isDirectory { return try withDirectory(node, in: top) { try Sys.fstat($0) } }
-        guard let parent = nodes.locked({ node.parent }) else { throw Errno.noEntry }
-        return try withDirectory(parent, in: top) { try Sys.stat($0, node.name) }
+        let (parent, name) = nodes.locked { (node.parent, node.name) }
+        guard let parent else { throw Errno.noEntry }
+        let st = try withDirectory(parent, in: top) { try Sys.stat($0, name) }
+        // The name may have just been removed (its whiteout is there now) or replaced:
+        // never report another type for this node, the kernel would mark its inode bad.
+        guard st.fileType == node.type else { throw Errno.noEntry }
+        return st
     }
 
     /// The descriptor kept for a node whose name was removed while it was open.

@@ -11,21 +11,20 @@ final class WorkDir: @unchecked Sendable {
     let fd: Int32
     /// The workdir itself, held with an exclusive lock while mounted.
     private let lockFD: Int32
+    private let upperLockFD: Int32
     private let counter = Atomic<UInt64>(0)
 
     init(path: String, upper: Layer) throws(Errno) {
-        let top = try retrying { suf_open_mode(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0) }
-        // A daemon whose mount was just unmounted may still be on its way out: give it
-        // two seconds to let go before calling the upper busy, so `umount; mount` works.
-        var waited = 0
-        while suf_flock(top, LOCK_EX | LOCK_NB) != 0 {
-            guard waited < 2000 else {
-                Sys.close(top)
-                throw Errno.busy
-            }
-            usleep(20_000)
-            waited += 20
+        // Both upper and workdir are held exclusively, as the kernel marks them in use.
+        let upperLock = try Self.lock(try Sys.openBeneath(upper.rootFD, ".", O_RDONLY | O_DIRECTORY))
+        let top: Int32
+        do {
+            top = try Self.lock(try retrying { suf_open_mode(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0) })
+        } catch {
+            Sys.close(upperLock)
+            throw error
         }
+        self.upperLockFD = upperLock
         lockFD = top
         do {
             if try Sys.statIfPresent(top, "work") == nil { try Sys.mkdir(top, "work", 0o700) }
@@ -34,12 +33,34 @@ final class WorkDir: @unchecked Sendable {
             Sys.close(top)
             throw error
         }
+        // The kernel's volatile mounts leave work/incompat/volatile: the upper may have lost
+        // writes in a crash and must not be reused. Refuse as the kernel does.
+        if (try? Sys.openBeneath(fd, "incompat/volatile", O_PATH)).map({ Sys.close($0) }) != nil {
+            throw Errno.invalid
+        }
         try? Self.removeContents(of: fd)
     }
 
     deinit {
         Sys.close(fd)
         Sys.close(lockFD)
+        Sys.close(upperLockFD)
+    }
+
+    /// Takes an exclusive lock on `fd` (consumed on failure). A daemon whose mount was
+    /// just unmounted may still be on its way out: give it two seconds to let go before
+    /// calling the directory busy, so `umount; mount` works.
+    private static func lock(_ fd: Int32) throws(Errno) -> Int32 {
+        var waited = 0
+        while suf_flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            guard waited < 2000 else {
+                Sys.close(fd)
+                throw Errno.busy
+            }
+            usleep(20_000)
+            waited += 20
+        }
+        return fd
     }
 
     /// A fresh name for a staged object; unique within this mount, and leftovers of

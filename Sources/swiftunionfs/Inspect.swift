@@ -38,7 +38,7 @@ enum Inspect {
     /// One layer's object at a name, in words.
     static func describe(_ dirFD: Int32, _ name: String) -> (text: String, kind: Kind) {
         guard let st = try? Sys.statIfPresent(dirFD, name) else {
-            if (try? Sys.statIfPresent(dirFD, Markers.ociWhiteoutPrefix + name)) != nil {
+            if (try? Markers.hasOCIWhiteout(dir: dirFD, name: name)) == true {
                 return ("whiteout (.wh.\(name) file, OCI format)", .whiteout)
             }
             return ("nothing", .absent)
@@ -136,8 +136,7 @@ enum Inspect {
     static func treeReport(_ union: Union, _ path: [String]) throws -> String {
         var cur = NodeTable.rootID
         for part in path { cur = try union.lookup(cur, part).0.id }
-        let dir = try union.opendir(cur)
-        let visible = Set(dir.entries.map(\.name))
+        let visible = Set(try union.list(cur).map(\.name))
         let relDir = path.isEmpty ? "." : path.joined(separator: "/")
         var names: [String] = []
         var seen = Set<String>()

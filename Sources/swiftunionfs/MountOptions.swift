@@ -37,13 +37,12 @@ struct MountCommand {
 
 struct UsageError: Error { let message: String }
 
-/// Options passed to libfuse and the kernel unchanged.
+/// Options passed to libfuse and the kernel unchanged (each one libfuse 3 takes for a FUSE mount).
 let passthroughFlags: Set<String> = [
     "allow_other", "allow_root", "default_permissions", "ro", "rw", "suid", "nosuid", "dev", "nodev",
-    "exec", "noexec", "atime", "noatime", "relatime", "norelatime", "strictatime", "nodiratime", "diratime",
-    "sync", "async", "dirsync", "auto_unmount", "lazytime", "nolazytime", "iversion", "noiversion", "mand", "nomand",
+    "exec", "noexec", "atime", "noatime", "sync", "async", "dirsync", "auto_unmount",
 ]
-let passthroughValued: Set<String> = ["fsname", "subtype", "max_read", "blksize"]
+let passthroughValued: Set<String> = ["fsname", "subtype"]
 /// Accepted and ignored: mount(8) and fstab words that mean nothing to a FUSE daemon, and
 /// fuse-overlayfs / kernel-overlay options whose behaviour is already ours or that only tune a
 /// mechanism swiftunionfs does not have (see docs/podman.md, "Options from fuse-overlayfs"):
@@ -52,8 +51,13 @@ let passthroughValued: Set<String> = ["fsname", "subtype", "max_read", "blksize"
 /// the layers' filesystems. writeback: the kernel writeback cache is never enabled.
 /// context=...: SELinux labels; the kernel refuses them on a FUSE mount without SELinux, and the layers keep theirs.
 /// plugins=: fuse-overlayfs layer plugins are only used by "//plugin/..." lowerdirs, which are refused as missing.
+/// relatime, strictatime, diratime, nodiratime, lazytime (and no-forms), iversion, mand: mount(8) words libfuse 3
+/// refuses on a FUSE mount; access times are what the layers' filesystems record, i_version and mandatory
+/// locks do not exist on FUSE (mand is gone from Linux since 5.15).
 let ignoredFlags: Set<String> = [
     "auto", "noauto", "user", "nouser", "users", "_netdev", "nofail", "defaults", "x-systemd.automount",
+    "relatime", "norelatime", "strictatime", "nostrictatime", "diratime", "nodiratime", "lazytime", "nolazytime",
+    "iversion", "noiversion", "mand", "nomand",
     "noacl", "ino32_t", "fast_ino=0", "fast_ino=1", "writeback=0", "writeback=1",
 ]
 let ignoredValued: Set<String> = ["context", "fscontext", "defcontext", "rootcontext", "plugins", "redirect_dir",
@@ -215,6 +219,8 @@ enum CommandLineParser {
                     throw UsageError(message: "xattr_permissions=\(v) (owners and modes kept in xattrs: containers/storage's force_mask) is not supported; only xattr_permissions=0")
                 }
             case "debug": cmd.debug = true; cmd.foreground = true
+            case "max_read", "blksize":
+                throw UsageError(message: "\(key)= is not supported (blksize is for block-device FUSE filesystems; max_read must match the daemon's own limit)")
             default:
                 if value == nil && passthroughFlags.contains(key) {
                     cmd.fuseOptions.append(key)

@@ -22,6 +22,8 @@ enum Mounter {
             return try Union(config: config, events: events)
         } catch let e as Errno where e.rawValue == EBUSY {
             throw UsageError(message: "upperdir/workdir \(cmd.workDir ?? "") is already in use by another mount")
+        } catch let e as Errno where e.rawValue == EINVAL && cmd.workDir != nil {
+            throw UsageError(message: "workdir \(cmd.workDir!) holds work/incompat/volatile from a volatile kernel overlay mount: the upper may be inconsistent; remove workdir/work to use it anyway")
         } catch let e as Errno where e.rawValue == EOPNOTSUPP {
             throw UsageError(message: "upperdir \(cmd.upperDir ?? "") is on a filesystem without trusted.* or user.* xattrs: opaque directories cannot be recorded")
         } catch let e as Errno {
@@ -47,6 +49,14 @@ enum Mounter {
         return Tracer(fd: fd, format: Tracer.Format(rawValue: cmd.traceFormat)!, ops: ops, pathPrefix: cmd.tracePath, enabled: true)
     }
 
+    /// The directory-descriptor cache holds up to 4096 fds: lift the soft limit to the hard one.
+    static func raiseOpenFileLimit() {
+        var lim = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &lim) == 0, lim.rlim_cur < lim.rlim_max else { return }
+        lim.rlim_cur = lim.rlim_max
+        _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &lim)
+    }
+
     static func fuseOptions(_ cmd: MountCommand) -> [String] {
         var opts = cmd.fuseOptions
         if !opts.contains(where: { $0.hasPrefix("fsname=") }) {
@@ -69,6 +79,7 @@ enum Mounter {
 
     static func mount(_ cmd: MountCommand) throws -> Int32 {
         umask(0)  // modes given by callers arrive with their umask applied already
+        raiseOpenFileLimit()
         let tracer = try makeTracer(cmd)
         let stats = Statistics()
         let union = try makeUnion(cmd, events: Observers(tracer: tracer, stats: stats))

@@ -37,7 +37,7 @@ final class Stack {
 
 extension Union {
     func names(_ id: UInt64) throws -> [String] {
-        try opendir(id).entries.map(\.name).filter { $0 != "." && $0 != ".." }.sorted()
+        try list(id).map(\.name).filter { $0 != "." && $0 != ".." }.sorted()
     }
     func id(_ path: String) throws -> UInt64 {
         var cur = NodeTable.rootID
