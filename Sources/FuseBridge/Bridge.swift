@@ -57,14 +57,14 @@ public final class Bridge: @unchecked Sendable {
     /// Timing, statistics and the trace hook in at this single point.
     @inline(__always)
     func serve(_ req: fuse_req_t?, _ op: Op, _ ino: UInt64, name: String? = nil,
-               args: () -> String = { "" }, _ body: () throws -> Void) {
+               args: () -> String = { "" }, replyError: ((Errno) -> Bool)? = nil, _ body: () throws -> Void) {
         let start = stats != nil || tracer != nil ? Clock.nanoseconds() : 0
         var result: Int32 = 0
         do {
             try body()
         } catch let e as Errno {
             result = e.rawValue
-            fuse_reply_err(req, e.rawValue)
+            if !(replyError?(e) ?? false) { fuse_reply_err(req, e.rawValue) }
         } catch {
             result = EIO
             fuse_reply_err(req, EIO)
@@ -90,6 +90,16 @@ public final class Bridge: @unchecked Sendable {
         e.attr_timeout = attrTimeout
         e.entry_timeout = entryTimeout
         return e
+    }
+
+    /// A missing name, cached by the kernel as a negative entry: the union changes only
+    /// through this mount, and the kernel drops the entry when it creates the name.
+    func replyNegative(_ req: fuse_req_t?, _ e: Errno) -> Bool {
+        guard e.rawValue == ENOENT else { return false }
+        var entry = fuse_entry_param()
+        entry.entry_timeout = entryTimeout
+        fuse_reply_entry(req, &entry)
+        return true
     }
 
     func replyEntry(_ req: fuse_req_t?, _ id: UInt64, _ st: stat) {

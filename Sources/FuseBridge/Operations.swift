@@ -24,7 +24,7 @@ enum Operations {
         }
         ops.lookup = { req, parent, name in
             let b = Operations.bridge(req), n = Operations.str(name)
-            b.serve(req, .lookup, parent, name: n) {
+            b.serve(req, .lookup, parent, name: n, replyError: { b.replyNegative(req, $0) }) {
                 let (node, st) = try b.union.lookup(parent, n)
                 b.replyEntry(req, node.id, st)
             }
