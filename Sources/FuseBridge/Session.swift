@@ -39,6 +39,21 @@ public final class Session: @unchecked Sendable {
     /// Mounts and serves until unmounted or signalled. `onMounted` runs in the
     /// process that serves, once the kernel mount exists (after daemonizing).
     public func run(onMounted: () -> Void = {}) -> Int32 {
+        guard let se = newSession() else { return 1 }
+        defer { fuse_session_destroy(se) }
+        guard fuse_set_signal_handlers(se) == 0 else { fail("cannot install signal handlers"); return 1 }
+        defer { fuse_remove_signal_handlers(se) }
+        guard mount(se) else { return 1 }
+        fuse_daemonize(options.foreground ? 1 : 0)
+        onMounted()
+        let rc = serve(se)
+        fuse_session_unmount(se)
+        finish()
+        return rc
+    }
+
+    /// A libfuse session over the bridge, with the mount options; nil after one error line.
+    private func newSession() -> OpaquePointer? {
         var argv = ["swiftunionfs"]
         if options.debug { argv.append("-d") }
         if !options.fuseOptions.isEmpty { argv += ["-o", options.fuseOptions.joined(separator: ",")] }
@@ -52,25 +67,24 @@ public final class Session: @unchecked Sendable {
                                     Unmanaged.passUnretained(bridge).toOpaque())
         }
         fuse_opt_free_args(&args)
-        guard let se else {
-            fail("cannot start a FUSE session (see the message above)")
-            return 1
-        }
-        defer { fuse_session_destroy(se) }
-        guard fuse_set_signal_handlers(se) == 0 else { fail("cannot install signal handlers"); return 1 }
-        defer { fuse_remove_signal_handlers(se) }
+        if se == nil { fail("cannot start a FUSE session (see the message above)") }
+        return se
+    }
+
+    private func mount(_ se: OpaquePointer) -> Bool {
         guard fuse_session_mount(se, options.mountpoint) == 0 else {
             fail("cannot mount on \(options.mountpoint)")
-            return 1
+            return false
         }
-        fuse_daemonize(options.foreground ? 1 : 0)
+        return true
+    }
+
+    /// The request loop, with the housekeeping thread beside it. Returns 0 or 1.
+    private func serve(_ se: OpaquePointer) -> Int32 {
         installSignalCounters()
         startHousekeeping()
-        onMounted()
         let rc = options.singleThreaded ? fuse_session_loop(se) : suf_session_loop_mt(se, 0, 10)
-        fuse_session_unmount(se)
         stopHousekeeping()
-        finish()
         return rc == 0 ? 0 : 1
     }
 
@@ -145,25 +159,8 @@ extension Session {
     /// Creates the session and mounts it, in the calling process: no signal handlers,
     /// no daemonizing. The caller forks the process that serves (`serveMounted`).
     public func mountOnly() -> OpaquePointer? {
-        var argv = ["swiftunionfs"]
-        if options.debug { argv.append("-d") }
-        if !options.fuseOptions.isEmpty { argv += ["-o", options.fuseOptions.joined(separator: ",")] }
-        var cargs = argv.map { strdup($0) }
-        defer { cargs.forEach { free($0) } }
-        var args = fuse_args(argc: Int32(cargs.count), argv: nil, allocated: 0)
-        var ops = Operations.table()
-        let se: OpaquePointer? = cargs.withUnsafeMutableBufferPointer { buf in
-            args.argv = buf.baseAddress
-            return fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size,
-                                    Unmanaged.passUnretained(bridge).toOpaque())
-        }
-        fuse_opt_free_args(&args)
-        guard let se else {
-            fail("cannot start a FUSE session (see the message above)")
-            return nil
-        }
-        guard fuse_session_mount(se, options.mountpoint) == 0 else {
-            fail("cannot mount on \(options.mountpoint)")
+        guard let se = newSession() else { return nil }
+        guard mount(se) else {
             fuse_session_destroy(se)
             return nil
         }
@@ -173,12 +170,9 @@ extension Session {
     /// Serves a session mounted by `mountOnly` until the kernel ends the connection
     /// (the last reference to the mount is gone); never unmounts. Returns 0 or 1.
     public func serveMounted(_ se: OpaquePointer) -> Int32 {
-        installSignalCounters()
-        startHousekeeping()
-        let rc = options.singleThreaded ? fuse_session_loop(se) : suf_session_loop_mt(se, 0, 10)
-        stopHousekeeping()
+        let rc = serve(se)
         finish()
-        return rc == 0 ? 0 : 1
+        return rc
     }
 }
 
