@@ -222,3 +222,37 @@ def test_sigterm_unmounts_cleanly(dirs):
         assert not is_mounted(m), "SIGTERM left the mount behind"
     finally:
         stop_suf(m, check=False)
+
+
+def test_kernel_volatile_marker_refused(dirs):
+    """A kernel `volatile` mount leaves work/incompat/volatile: the upper may have lost
+    writes in a crash. The kernel refuses to mount it again, and so does swiftunionfs."""
+    os.makedirs(os.path.join(dirs["work"], "work", "incompat", "volatile"))
+    r = run_bad(["-f", "-o", f"lowerdir={dirs['lower']},upperdir={dirs['upper']},workdir={dirs['work']}",
+                 dirs["mnt"]], dirs["mnt"])
+    assert_rejected(r, dirs["mnt"])
+    assert "volatile" in r.stderr
+    assert os.path.isdir(os.path.join(dirs["work"], "work", "incompat", "volatile")), "marker must stay"
+
+
+def test_upper_without_xattr_support_refused(dirs):
+    """An upper filesystem that cannot hold any xattr cannot record opaque directories:
+    refused with one line (tmpfs mounted with user xattrs disabled is not possible, so
+    use a filesystem that has none: a FUSE-free ramfs)."""
+    top = os.path.join(dirs["tmp"], "ramfs")
+    os.mkdir(top)
+    r = subprocess.run(["mount", "-t", "ramfs", "ramfs", top], capture_output=True, timeout=20)
+    if r.returncode != 0:
+        pytest.skip("ramfs not mountable here")
+    try:
+        up, wk = make_dirs(os.path.join(top, "u"), os.path.join(top, "w"))
+        try:
+            os.setxattr(up, "user.probe", b"1")
+            pytest.skip("this ramfs takes user xattrs")
+        except OSError:
+            pass
+        r = run_bad(["-f", "-o", f"lowerdir={dirs['lower']},upperdir={up},workdir={wk}", dirs["mnt"]], dirs["mnt"])
+        assert_rejected(r, dirs["mnt"])
+        assert "xattr" in r.stderr
+    finally:
+        subprocess.run(["umount", top], capture_output=True, timeout=20)
