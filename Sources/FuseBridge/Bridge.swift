@@ -132,7 +132,7 @@ public final class Bridge: @unchecked Sendable {
                 if e.name == "." || e.name == ".." {
                     param.attr.st_ino = ino_t(e.ino)
                     param.attr.st_mode = mode_t(e.type) << 12
-                } else if let (node, st) = try? union.lookup(ino, e.name) {
+                } else if let (node, st) = try? union.lookupListed(ino, e) {
                     param = entry(node.id, st)
                     looked = node.id
                 } else {

@@ -166,6 +166,15 @@ public final class NodeTable: @unchecked Sendable {
         }
     }
 
+    /// Counts one more kernel reference to a node still in the table (false if it left).
+    public func retain(_ node: Node) -> Bool {
+        state.withLock { s in
+            guard s.byID[node.id] === node else { return false }
+            node.lookups += 1
+            return true
+        }
+    }
+
     /// The node the kernel may already hold at `name` in `parent`, if any.
     public func child(_ parent: Node, _ name: String) -> Node? {
         state.withLock { _ in parent.children[name] }

@@ -18,6 +18,16 @@ extension Union {
         return (n, present(n, r.stat))
     }
 
+    /// `lookup` for readdirplus: a name the kernel already holds is answered from its
+    /// node with one stat of the top copy instead of a walk through every layer.
+    public func lookupListed(_ parentID: UInt64, _ entry: DirectoryEntry) throws -> (Node, stat) {
+        if let parent = nodes.node(parentID), let n = nodes.child(parent, entry.name),
+           mode_t(entry.type) << 12 == n.type, let st = try? rawStat(n), nodes.retain(n) {
+            return (n, present(n, st))
+        }
+        return try lookup(parentID, entry.name)
+    }
+
     public func getattr(_ id: UInt64, fd: Int32? = nil) throws -> stat {
         let n = try node(id)
         if let fd { return present(n, try Sys.fstat(fd)) }
@@ -124,7 +134,7 @@ extension Union {
     public func opendir(_ id: UInt64) throws -> MergedDirectory {
         let n = try node(id)
         guard n.isDirectory else { throw Errno.notDirectory }
-        return MergedDirectory(cacheable: isReadOnly)
+        return MergedDirectory(cacheable: true)
     }
 
     /// The merged listing of directory `id`, with "." and "..": what one pass of
@@ -162,8 +172,9 @@ extension Union {
 /// however the directory changes in between.
 public final class MergedDirectory: @unchecked Sendable {
     private let state = Mutex<[DirectoryEntry]?>(nil)
-    /// Only a read-only union never changes: the kernel may cache its listings. (A
-    /// lower-only directory of a writable union can gain entries while a handle is open.)
+    /// Whether the kernel may cache the listing across opens. Every change to a
+    /// directory goes through the kernel (create, unlink, rename ... on this mount), which
+    /// then drops its cached listing; copy-ups and markers never change what is listed.
     public let cacheable: Bool
 
     init(cacheable: Bool) { self.cacheable = cacheable }
