@@ -70,4 +70,15 @@ public enum Markers {
         }
         return (try? Sys.statIfPresent(fd, ociOpaqueName)) != nil
     }
+
+    /// Whether directory `name` in `dir` (known to be a directory) is opaque, without
+    /// opening it: xattrs through /proc/self/fd/DIR/NAME, the OCI marker by a two-name
+    /// fstatat. Lookups pay this for every merged directory.
+    public static func isOpaque(in dir: Int32, _ name: String) -> Bool {
+        let target = Sys.XattrTarget.entry(dir, name)
+        for x in [trustedOpaque, userOpaque] {
+            if let v = try? Sys.getxattr(target, x), v == Array("y".utf8) { return true }
+        }
+        return (try? Sys.statIfPresent(dir, name + "/" + ociOpaqueName)) != nil
+    }
 }

@@ -25,8 +25,14 @@ public struct MergedListing {
     public init() {}
 
     /// Adds one layer's raw entries. `isWhiteoutDevice` is asked only for character devices.
+    /// Layers whose entries held no `.wh.*` name, as a bit mask.
+    public private(set) var markerFreeLayers: UInt64 = 0
+
     public mutating func add(layer: Int, isUpper: Bool, entries: [(name: String, type: UInt8, ino: UInt64)],
                              isWhiteoutDevice: (String) -> Bool) {
+        if layer < 64 && !entries.contains(where: { $0.name.hasPrefix(Markers.ociWhiteoutPrefix) }) {
+            markerFreeLayers |= 1 << UInt64(layer)
+        }
         var whiteouts: [String] = []
         for (name, type, ino) in entries {
             if name == Markers.ociOpaqueName { continue }

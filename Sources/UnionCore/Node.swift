@@ -28,6 +28,10 @@ public final class Node: @unchecked Sendable {
     /// O_PATH descriptor (`orphanFD`) so fstat, fchmod and friends still reach the file.
     var openCount = 0
     var orphanFD: Int32 = -1
+    /// Layers (bit i for layer i) whose copy of this directory holds no `.wh.*` name, as
+    /// a listing found: lookups there skip the OCI-whiteout check. Never set for an upper
+    /// written in the OCI format, which gains such names.
+    var markerFree: UInt64 = 0
     /// The top copy has no xattrs at all: getxattr is answered without a syscall.
     /// (`ls -l` asks for security.selinux on every file, every time.)
     var hasNoXattrs = false

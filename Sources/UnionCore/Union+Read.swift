@@ -145,6 +145,9 @@ extension Union {
         let parentIno = nodes.locked { n.parent?.ino } ?? n.ino
         let stack = nodes.layers(of: n)
         let listing = try listing(stack: stack) { openForListing(n, in: $0) }
+        var free = listing.markerFreeLayers
+        if let upper, format.whiteout == .ociFile { free &= ~(1 << UInt64(upper.index)) }
+        nodes.locked { n.markerFree = free }
         let known: [String: UInt64] = nodes.locked { n.children.mapValues(\.ino) }
         var entries: [DirectoryEntry] = [
             DirectoryEntry(name: ".", type: UInt8(DT_DIR), ino: n.ino),

@@ -107,7 +107,9 @@ public final class Union: @unchecked Sendable {
             let stop: Bool = try withDirectory(dir, in: li) { dfd in
                 let st = try Sys.statIfPresent(dfd, name)
                 guard let st else {
-                    // Absent here: an OCI whiteout in this layer still hides the layers below.
+                    // Absent here: an OCI whiteout in this layer still hides the layers below
+                    // (unless a listing showed this directory has no OCI markers at all).
+                    if nodes.locked({ dir.markerFree & (1 << UInt64(li)) != 0 }) { return false }
                     return try Markers.hasOCIWhiteout(dir: dfd, name: name)
                 }
                 if st.isWhiteoutDevice { return true }
@@ -130,9 +132,7 @@ public final class Union: @unchecked Sendable {
     }
 
     func isOpaque(_ dirFD: Int32, _ name: String) throws -> Bool {
-        let fd = try Sys.openAt(dirFD, name, O_PATH | O_DIRECTORY)
-        defer { Sys.close(fd) }
-        return Markers.isOpaque(directory: fd)
+        Markers.isOpaque(in: dirFD, name)
     }
 
     /// The inode number shown for an object: the kernel's rule on one filesystem is
