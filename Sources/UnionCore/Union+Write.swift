@@ -247,7 +247,7 @@ extension Union {
 
     public func rename(_ parentID: UInt64, _ name: String, _ newParentID: UInt64, _ newName: String, flags: UInt32) throws {
         let parent = try node(parentID), newParent = try node(newParentID)
-        let (upper, work) = try requireUpper()
+        let (upper, _) = try requireUpper()
         guard newParent.isDirectory else { throw Errno.notDirectory }
         if Markers.isOCIMarkerName(newName) { throw Errno.permission }
         guard let src = try resolve(parent, name) else { throw Errno.noEntry }
@@ -329,7 +329,6 @@ extension Union {
                 if try Markers.hasOCIWhiteout(dir: ddir, name: newName) {
                     try Sys.unlink(ddir, Markers.ociWhiteoutPrefix + newName)
                 }
-                _ = work
             }
         }
         if exchange {
