@@ -39,8 +39,6 @@
 
 #define SUF_O_PATH     010000000
 #define SUF_O_DIRECT   040000
-#define SUF_O_NOATIME  01000000
-#define SUF_O_TMPFILE  (020000000 | 0200000)
 #define SUF_UTIME_NOW  1073741823l
 #define SUF_UTIME_OMIT 1073741822l
 #define SUF_SEEK_DATA  3
@@ -68,8 +66,6 @@ static inline ssize_t suf_copy_file_range(int in, int64_t *inoff, int out, int64
 static inline int suf_fallocate(int fd, int mode, int64_t offset, int64_t len) {
     return (int)syscall(SYS_fallocate, fd, mode, (off_t)offset, (off_t)len);
 }
-
-static inline int suf_syncfs(int fd) { return (int)syscall(SYS_syncfs, fd); }
 
 static inline int suf_ficlone(int dest, int src) { return ioctl(dest, FICLONE, src); }
 

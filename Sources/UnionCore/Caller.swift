@@ -13,8 +13,6 @@ public struct Caller: Sendable {
         self.pid = pid
         self.umask = umask
     }
-
-    public static var daemon: Caller { Caller(uid: geteuid(), gid: getegid(), pid: getpid()) }
 }
 
 /// Which attributes a setattr changes; nil leaves one alone.

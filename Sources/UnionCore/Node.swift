@@ -83,8 +83,6 @@ public final class NodeTable: @unchecked Sendable {
 
     public func node(_ id: UInt64) -> Node? { state.withLock { $0.byID[id] } }
 
-    public var count: Int { state.withLock { $0.byID.count } }
-
     /// Runs `body` with the table locked, for reads of several node fields at once.
     public func locked<T>(_ body: () throws -> T) rethrows -> T {
         try state.withLock { _ in try body() }

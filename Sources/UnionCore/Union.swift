@@ -200,24 +200,19 @@ public final class Union: @unchecked Sendable {
         if !kept { Sys.close(fd) }
     }
 
-    public func noteOpened(_ id: UInt64) {
-        guard let n = nodes.node(id) else { return }
-        nodes.locked { n.openCount += 1 }
-    }
-
     public func noteReleased(_ id: UInt64) {
         guard let n = nodes.node(id) else { return }
         nodes.locked { n.openCount = max(0, n.openCount - 1) }
     }
 
     /// Runs `body` with the directory that holds `node` in its top layer, and its name.
-    func withEntry<T>(_ node: Node, in layer: Int? = nil, _ body: (Int32, String) throws -> T) throws -> T {
+    func withEntry<T>(_ node: Node, _ body: (Int32, String) throws -> T) throws -> T {
         let (parent, name, top) = nodes.locked { (node.parent, node.name, node.layers[0]) }
         guard let parent else {
-            if node.id == NodeTable.rootID { return try body(layers[layer ?? top].rootFD, ".") }
+            if node.id == NodeTable.rootID { return try body(layers[top].rootFD, ".") }
             throw Errno.noEntry
         }
-        return try withDirectory(parent, in: layer ?? top) { try body($0, name) }
+        return try withDirectory(parent, in: top) { try body($0, name) }
     }
 }
 

@@ -148,11 +148,8 @@ public enum Sys {
         _ = try retrying { dataOnly ? fdatasync(fd) : Glibc.fsync(fd) }
     }
 
-    public static func syncfs(_ fd: Int32) throws(Errno) { _ = try retrying { suf_syncfs(fd) } }
-
     public static func ficlone(_ dest: Int32, _ src: Int32) throws(Errno) { _ = try retrying { suf_ficlone(dest, src) } }
 
-    public static func flock(_ fd: Int32, _ op: Int32) throws(Errno) { _ = try retrying { suf_flock(fd, op) } }
 
     // MARK: extended attributes
     //
