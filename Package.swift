@@ -1,6 +1,10 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// The layers, bottom up, each allowed to import only the ones below it:
+//   CLinux (C: syscalls Glibc hides) -> UnionCore (the union, no FUSE)
+//   CFuse (C: libfuse3)              -> FuseBridge (callbacks, session, trace)
+//   swiftunionfs (the command)
 let package = Package(
     name: "swiftunionfs",
     products: [
@@ -8,13 +12,15 @@ let package = Package(
         .library(name: "UnionCore", targets: ["UnionCore"]),
     ],
     targets: [
-        // libfuse3 and the syscalls Glibc hides behind _GNU_SOURCE; the only C in the project.
+        // The Linux calls Glibc hides behind _GNU_SOURCE; no libfuse.
+        .systemLibrary(name: "CLinux"),
+        // libfuse3's low-level API; imported by FuseBridge alone.
         .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
-        // The union: layers, resolution, markers, merged directories, inodes, copy-up. No FUSE types.
-        .target(name: "UnionCore", dependencies: ["CFuse"]),
+        // The union: names, layers, resolution, markers, merged directories, nodes, copy-up.
+        .target(name: "UnionCore", dependencies: ["CLinux"]),
         // The thin bridge from libfuse's low-level callbacks to UnionCore.
-        .target(name: "FuseBridge", dependencies: ["UnionCore", "CFuse"]),
-        .executableTarget(name: "swiftunionfs", dependencies: ["FuseBridge", "UnionCore"]),
-        .testTarget(name: "UnionCoreTests", dependencies: ["UnionCore", "CFuse"]),
+        .target(name: "FuseBridge", dependencies: ["UnionCore", "CFuse", "CLinux"]),
+        .executableTarget(name: "swiftunionfs", dependencies: ["FuseBridge", "UnionCore", "CLinux"]),
+        .testTarget(name: "UnionCoreTests", dependencies: ["UnionCore", "CLinux"]),
     ]
 )

@@ -1,116 +1,16 @@
 /*
- * The one place where swiftunionfs touches C.
- *
- * libfuse3's low-level API, plus the Linux calls that Glibc only declares under
- * _GNU_SOURCE (which Swift's Glibc module is not built with) and the macros and
- * variadic functions that Swift cannot call. Everything here is a direct, thin
- * wrapper: no logic, no allocation, errors returned as -errno or errno untouched.
+ * libfuse3's low-level API, and the macros and variadics of it Swift cannot call.
+ * Only FuseBridge imports this module: the union core never links libfuse.
  */
-#ifndef SWIFTUNIONFS_SHIM_H
-#define SWIFTUNIONFS_SHIM_H
+#ifndef SWIFTUNIONFS_CFUSE_H
+#define SWIFTUNIONFS_CFUSE_H
 
 #define FUSE_USE_VERSION 312
 
 #include <fuse_lowlevel.h>
-#include <sys/xattr.h>
-#include <sys/syscall.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <sys/sysmacros.h>
-#include <sys/file.h>
-#include <sys/mount.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <linux/fs.h>
-#include <linux/openat2.h>
-#include <linux/stat.h>
-#include <fcntl.h>
-#include <unistd.h>
 #include <errno.h>
-#include <string.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <signal.h>
-#include <sched.h>
-#include <time.h>
-
-/* ---- constants Glibc hides behind _GNU_SOURCE (values from the Linux ABI) -- */
-
-#define SUF_O_PATH     010000000
-#define SUF_O_DIRECT   040000
-#define SUF_UTIME_NOW  1073741823l
-#define SUF_UTIME_OMIT 1073741822l
-#define SUF_SEEK_DATA  3
-#define SUF_SEEK_HOLE  4
-
-/* ---- syscalls Glibc hides behind _GNU_SOURCE ---------------------------- */
-
-static inline int suf_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve) {
-    struct open_how how;
-    memset(&how, 0, sizeof how);
-    how.flags = flags;
-    how.mode = mode;
-    how.resolve = resolve;
-    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
-}
-
-static inline int suf_renameat2(int olddir, const char *oldname, int newdir, const char *newname, unsigned int flags) {
-    return (int)syscall(SYS_renameat2, olddir, oldname, newdir, newname, flags);
-}
-
-static inline ssize_t suf_copy_file_range(int in, int64_t *inoff, int out, int64_t *outoff, size_t len) {
-    return (ssize_t)syscall(SYS_copy_file_range, in, (loff_t *)inoff, out, (loff_t *)outoff, len, 0u);
-}
-
-static inline int suf_fallocate(int fd, int mode, int64_t offset, int64_t len) {
-    return (int)syscall(SYS_fallocate, fd, mode, (off_t)offset, (off_t)len);
-}
-
-static inline int suf_ficlone(int dest, int src) { return ioctl(dest, FICLONE, src); }
-
-static inline int suf_unshare(int flags) { return (int)syscall(SYS_unshare, flags); }
-
-static inline int suf_pivot_root(const char *new_root, const char *put_old) {
-    return (int)syscall(SYS_pivot_root, new_root, put_old);
-}
-
-static inline int suf_flock(int fd, int op) { return flock(fd, op); }
-static inline int suf_fcntl_int(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
-static inline int suf_fcntl_lock(int fd, int cmd, struct flock *lk) { return fcntl(fd, cmd, lk); }
-static inline int suf_open_mode(const char *path, int flags, unsigned mode) { return open(path, flags, mode); }
-static inline int suf_openat_mode(int dirfd, const char *path, int flags, unsigned mode) {
-    return openat(dirfd, path, flags, mode);
-}
-static inline int suf_ioctl_int(int fd, unsigned long req, int arg) { return ioctl(fd, req, arg); }
-
-static inline dev_t suf_makedev(unsigned int maj, unsigned int min) { return makedev(maj, min); }
-static inline unsigned int suf_major(dev_t d) { return major(d); }
-static inline unsigned int suf_minor(dev_t d) { return minor(d); }
-
-static inline int suf_errno(void) { return errno; }
-static inline void suf_set_errno(int e) { errno = e; }
-
-/* strerrorname_np is GNU-only; NULL for numbers it does not know. */
-extern const char *strerrorname_np(int errnum);
-static inline const char *suf_errname(int e) { return strerrorname_np(e); }
-
-static inline pid_t suf_gettid(void) { return (pid_t)syscall(SYS_gettid); }
-
-/* ---- relaxed atomics for lock-free counters ----------------------------- */
-
-static inline void suf_atomic_add(uint64_t *p, uint64_t v) { __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
-static inline uint64_t suf_atomic_load(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-static inline void suf_atomic_max(uint64_t *p, uint64_t v) {
-    uint64_t cur = __atomic_load_n(p, __ATOMIC_RELAXED);
-    while (v > cur && !__atomic_compare_exchange_n(p, &cur, v, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
-}
-
-/* ---- libfuse: macros and variadics Swift cannot call -------------------- */
-
-static inline void suf_fuse_log_line(enum fuse_log_level level, const char *line) {
-    fuse_log(level, "%s\n", line);
-}
+#include <stddef.h>
 
 static inline int suf_session_loop_mt(struct fuse_session *se, int clone_fd, unsigned int max_idle) {
     struct fuse_loop_config *cfg = fuse_loop_cfg_create();
@@ -132,36 +32,9 @@ static inline int suf_reply_fd(fuse_req_t req, int fd, int64_t offset, size_t si
     return fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
-/* A write taken from the kernel's buffer (possibly a pipe) into a layer's file. */
-static inline ssize_t suf_write_buf_to_fd(struct fuse_bufvec *in, int fd, int64_t offset) {
-    struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
-    out.buf[0].flags = (enum fuse_buf_flags)(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-    out.buf[0].fd = fd;
-    out.buf[0].pos = offset;
-    return fuse_buf_copy(&out, in, FUSE_BUF_SPLICE_NONBLOCK);
-}
-
 static inline void suf_conn_want(struct fuse_conn_info *conn, unsigned int cap) {
     if (conn->capable & cap) conn->want |= cap;
 }
 static inline void suf_conn_unwant(struct fuse_conn_info *conn, unsigned int cap) { conn->want &= ~cap; }
-
-
-/* ---- `swiftunionfs run`: namespaces, mounts, pivot_root ----------------
- * Clone flags live in <sched.h> behind _GNU_SOURCE; the values are the Linux ABI's. */
-
-#define SUF_CLONE_NEWNS   0x00020000
-#define SUF_CLONE_NEWUTS  0x04000000
-#define SUF_CLONE_NEWUSER 0x10000000
-#define SUF_CLONE_NEWPID  0x20000000
-
-static inline int suf_mount(const char *source, const char *target, const char *fstype,
-                            unsigned long flags, const char *data) {
-    return mount(source, target, fstype, flags, data);
-}
-static inline int suf_umount2(const char *target, int flags) { return umount2(target, flags); }
-static inline int suf_sethostname(const char *name, size_t len) { return sethostname(name, len); }
-static inline int suf_prctl_pdeathsig(int sig) { return prctl(PR_SET_PDEATHSIG, (unsigned long)sig, 0, 0, 0); }
-static inline pid_t suf_fork(void) { return fork(); }
 
 #endif

@@ -1,4 +1,5 @@
 import CFuse
+import CLinux
 import Glibc
 import UnionCore
 
@@ -21,21 +22,23 @@ public enum Op: Int, CaseIterable, Sendable {
 }
 
 /// What the bridge holds: the union, the kernel caching policy, and the observers.
-public final class Bridge: @unchecked Sendable {
+public final class Bridge: Sendable {
     public let union: Union
     let entryTimeout: Double
     let attrTimeout: Double
     public let tracer: Tracer?
     public let stats: Statistics?
+    let log: DaemonLog
     /// Reads up to this size are copied through a buffer; larger ones are spliced.
     static let spliceThreshold = 32 << 10
 
-    public init(union: Union, timeout: Double, tracer: Tracer?, stats: Statistics?) {
+    public init(union: Union, timeout: Double, tracer: Tracer?, stats: Statistics?, log: DaemonLog) {
         self.union = union
         self.entryTimeout = timeout
         self.attrTimeout = timeout
         self.tracer = tracer
         self.stats = stats
+        self.log = log
     }
 
     /// Capabilities asked of the kernel at INIT.
@@ -55,19 +58,21 @@ public final class Bridge: @unchecked Sendable {
 
     /// Runs one request: the body replies on success; a thrown errno is replied here.
     /// Timing, statistics and the trace hook in at this single point.
+    /// The body can only throw `Errno` (the core's typed throws prove it), so every
+    /// failure reaches the kernel as the errno the layer gave.
     @inline(__always)
-    func serve(_ req: fuse_req_t?, _ op: Op, _ ino: UInt64, name: String? = nil,
-               args: () -> String = { "" }, replyError: ((Errno) -> Bool)? = nil, _ body: () throws -> Void) {
+    func serve(_ req: fuse_req_t?, _ op: Op, _ ino: UInt64, name: Name? = nil,
+               args: () -> String = { "" }, replyError: ((Errno) -> Bool)? = nil, _ body: () throws(Errno) -> Void) {
         let start = stats != nil || tracer != nil ? Clock.nanoseconds() : 0
         var result: Int32 = 0
         do {
             try body()
-        } catch let e as Errno {
-            result = e.rawValue
-            if !(replyError?(e) ?? false) { fuse_reply_err(req, e.rawValue) }
         } catch {
-            result = EIO
-            fuse_reply_err(req, EIO)
+            result = error.rawValue
+            if DaemonLog.isSerious(error) {
+                log.report("\(op.name) \(Bytes.display(union.displayPath(ino, child: name))): \(error)")
+            }
+            if !(replyError?(error) ?? false) { fuse_reply_err(req, error.rawValue) }
         }
         guard start != 0 else { return }
         let elapsed = Clock.nanoseconds() - start
@@ -77,7 +82,7 @@ public final class Bridge: @unchecked Sendable {
             guard tracer.wants(path: path) else { return }
             // A removed or moved name has no node left to ask: its change went to upper.
             let layer = union.servingLayer(ino, child: name) ?? (result == 0 && op.changesNames ? union.upper : nil)
-            tracer.operation(op, path: path, args: args(), layer: layer.map { "\($0.label) \($0.path)" } ?? "-",
+            tracer.operation(op, path: path, args: args(), layer: layer.map { "\($0.label) \($0.displayPath)" } ?? "-",
                              result: result, micros: elapsed / 1000)
         }
     }
@@ -114,9 +119,9 @@ public final class Bridge: @unchecked Sendable {
 
     /// Fills one readdir(plus) reply from the handle's snapshot; offsets are indices + 1.
     func replyDirectory(_ req: fuse_req_t?, _ ino: UInt64, _ size: Int, _ offset: off_t,
-                        _ fi: UnsafeMutablePointer<fuse_file_info>, plus: Bool) throws {
+                        _ fi: UnsafeMutablePointer<fuse_file_info>, plus: Bool) throws(Errno) {
         let dir = Unmanaged<MergedDirectory>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).takeUnretainedValue()
-        let entries = try dir.entries(at: Int(offset)) { try union.list(ino) }
+        let entries = try dir.entries(at: Int(offset)) { () throws(Errno) -> [DirectoryEntry] in try union.list(ino) }
         let buf = UnsafeMutablePointer<CChar>.allocate(capacity: size)
         defer { buf.deallocate() }
         var used = 0
@@ -129,15 +134,24 @@ public final class Bridge: @unchecked Sendable {
             if plus {
                 var param = fuse_entry_param()
                 var looked: UInt64 = 0
-                if e.name == "." || e.name == ".." {
+                if e.name.isDotOrDotDot {
                     param.attr.st_ino = ino_t(e.ino)
                     param.attr.st_mode = mode_t(e.type) << 12
-                } else if let (node, st) = try? union.lookupListed(ino, e) {
-                    param = entry(node.id, st)
-                    looked = node.id
                 } else {
-                    index += 1
-                    continue
+                    do throws(Errno) {
+                        let (node, st) = try union.lookupListed(ino, e)
+                        param = entry(node.id, st)
+                        looked = node.id
+                    } catch where error.rawValue == ENOENT {
+                        // Removed since the listing was taken.
+                        index += 1
+                        continue
+                    } catch {
+                        // Never drop an entry silently: answer what is filled so far, and the
+                        // kernel's next read (from this entry) gets the error.
+                        if used == 0 { throw error }
+                        break
+                    }
                 }
                 n = e.name.withCString { fuse_add_direntry_plus(req, buf + used, room, $0, &param, next) }
                 if n > room {

@@ -1,4 +1,5 @@
 import CFuse
+import CLinux
 import Glibc
 import UnionCore
 
@@ -15,7 +16,8 @@ enum Operations {
         return Caller(uid: ctx.uid, gid: ctx.gid, pid: ctx.pid, umask: ctx.umask)
     }
 
-    static func str(_ p: UnsafePointer<CChar>?) -> String { p.map { String(cString: $0) } ?? "" }
+    /// A name from the kernel, byte for byte.
+    static func name(_ p: UnsafePointer<CChar>?) -> Name { p.map { Name(cString: $0) } ?? Name() }
 
     static func table() -> fuse_lowlevel_ops {
         var ops = fuse_lowlevel_ops()
@@ -23,8 +25,8 @@ enum Operations {
             Unmanaged<Bridge>.fromOpaque(userdata!).takeUnretainedValue().negotiate(conn!)
         }
         ops.lookup = { req, parent, name in
-            let b = Operations.bridge(req), n = Operations.str(name)
-            b.serve(req, .lookup, parent, name: n, replyError: { b.replyNegative(req, $0) }) {
+            let b = Operations.bridge(req), n = Operations.name(name)
+            b.serve(req, .lookup, parent, name: n, replyError: { b.replyNegative(req, $0) }) { () throws(Errno) in
                 let (node, st) = try b.union.lookup(parent, n)
                 b.replyEntry(req, node.id, st)
             }
@@ -40,14 +42,14 @@ enum Operations {
         }
         ops.getattr = { req, ino, fi in
             let b = Operations.bridge(req)
-            b.serve(req, .getattr, ino) {
+            b.serve(req, .getattr, ino) { () throws(Errno) in
                 let fd = fi.map { Int32(truncatingIfNeeded: $0.pointee.fh) }
                 b.replyAttr(req, try b.union.getattr(ino, fd: fd))
             }
         }
         ops.setattr = { req, ino, attr, toSet, fi in
             let b = Operations.bridge(req)
-            b.serve(req, .setattr, ino, args: { "valid=0x\(String(toSet, radix: 16))" }) {
+            b.serve(req, .setattr, ino, args: { "valid=0x\(String(toSet, radix: 16))" }) { () throws(Errno) in
                 let a = attr!.pointee
                 var c = AttributeChange()
                 if toSet & FUSE_SET_ATTR_MODE != 0 { c.mode = a.st_mode }
@@ -62,53 +64,56 @@ enum Operations {
         }
         ops.readlink = { req, ino in
             let b = Operations.bridge(req)
-            b.serve(req, .readlink, ino) { fuse_reply_readlink(req, try b.union.readlink(ino)) }
+            b.serve(req, .readlink, ino) { () throws(Errno) in
+                let target = try b.union.readlink(ino)
+                Bytes.withCString(target) { _ = fuse_reply_readlink(req, $0) }
+            }
         }
         ops.mknod = { req, parent, name, mode, rdev in
-            let b = Operations.bridge(req), n = Operations.str(name)
-            b.serve(req, .mknod, parent, name: n, args: { "mode=0\(String(mode, radix: 8))" }) {
+            let b = Operations.bridge(req), n = Operations.name(name)
+            b.serve(req, .mknod, parent, name: n, args: { "mode=0\(String(mode, radix: 8))" }) { () throws(Errno) in
                 let (node, st) = try b.union.mknod(parent, n, mode: mode, rdev: rdev, caller: Operations.caller(req))
                 b.replyEntry(req, node.id, st)
             }
         }
         ops.mkdir = { req, parent, name, mode in
-            let b = Operations.bridge(req), n = Operations.str(name)
-            b.serve(req, .mkdir, parent, name: n, args: { "mode=0\(String(mode, radix: 8))" }) {
+            let b = Operations.bridge(req), n = Operations.name(name)
+            b.serve(req, .mkdir, parent, name: n, args: { "mode=0\(String(mode, radix: 8))" }) { () throws(Errno) in
                 let (node, st) = try b.union.mkdir(parent, n, mode: mode, caller: Operations.caller(req))
                 b.replyEntry(req, node.id, st)
             }
         }
         ops.symlink = { req, target, parent, name in
-            let b = Operations.bridge(req), n = Operations.str(name), t = Operations.str(target)
-            b.serve(req, .symlink, parent, name: n, args: { "target=\(t)" }) {
+            let b = Operations.bridge(req), n = Operations.name(name), t = Bytes.fromCString(target!)
+            b.serve(req, .symlink, parent, name: n, args: { "target=" + Bytes.display(t) }) { () throws(Errno) in
                 let (node, st) = try b.union.symlink(parent, n, target: t, caller: Operations.caller(req))
                 b.replyEntry(req, node.id, st)
             }
         }
         ops.unlink = { req, parent, name in
-            let b = Operations.bridge(req), n = Operations.str(name)
-            b.serve(req, .unlink, parent, name: n) {
+            let b = Operations.bridge(req), n = Operations.name(name)
+            b.serve(req, .unlink, parent, name: n) { () throws(Errno) in
                 try b.union.unlink(parent, n)
                 fuse_reply_err(req, 0)
             }
         }
         ops.rmdir = { req, parent, name in
-            let b = Operations.bridge(req), n = Operations.str(name)
-            b.serve(req, .rmdir, parent, name: n) {
+            let b = Operations.bridge(req), n = Operations.name(name)
+            b.serve(req, .rmdir, parent, name: n) { () throws(Errno) in
                 try b.union.rmdir(parent, n)
                 fuse_reply_err(req, 0)
             }
         }
         ops.rename = { req, parent, name, newParent, newName, flags in
-            let b = Operations.bridge(req), n = Operations.str(name), nn = Operations.str(newName)
-            b.serve(req, .rename, parent, name: n, args: { "to=\(b.union.displayPath(newParent, child: nn)) flags=\(flags)" }) {
+            let b = Operations.bridge(req), n = Operations.name(name), nn = Operations.name(newName)
+            b.serve(req, .rename, parent, name: n, args: { "to=" + Bytes.display(b.union.displayPath(newParent, child: nn)) + " flags=\(flags)" }) { () throws(Errno) in
                 try b.union.rename(parent, n, newParent, nn, flags: flags)
                 fuse_reply_err(req, 0)
             }
         }
         ops.link = { req, ino, newParent, newName in
-            let b = Operations.bridge(req), nn = Operations.str(newName)
-            b.serve(req, .link, ino, args: { "to=\(b.union.displayPath(newParent, child: nn))" }) {
+            let b = Operations.bridge(req), nn = Operations.name(newName)
+            b.serve(req, .link, ino, args: { "to=" + Bytes.display(b.union.displayPath(newParent, child: nn)) }) { () throws(Errno) in
                 let (node, st) = try b.union.link(ino, newParent, nn)
                 b.replyEntry(req, node.id, st)
             }
@@ -116,7 +121,7 @@ enum Operations {
         ops.open = { req, ino, fi in
             let b = Operations.bridge(req)
             let flags = fi!.pointee.flags
-            b.serve(req, .open, ino, args: { "flags=\(OpenFlags.describe(flags))" }) {
+            b.serve(req, .open, ino, args: { "flags=\(OpenFlags.describe(flags))" }) { () throws(Errno) in
                 let fd = try b.union.open(ino, flags: flags)
                 fi!.pointee.fh = UInt64(fd)
                 fi!.pointee.keep_cache = 1
@@ -124,9 +129,9 @@ enum Operations {
             }
         }
         ops.create = { req, parent, name, mode, fi in
-            let b = Operations.bridge(req), n = Operations.str(name)
+            let b = Operations.bridge(req), n = Operations.name(name)
             let flags = fi!.pointee.flags
-            b.serve(req, .create, parent, name: n, args: { "flags=\(OpenFlags.describe(flags)) mode=0\(String(mode, radix: 8))" }) {
+            b.serve(req, .create, parent, name: n, args: { "flags=\(OpenFlags.describe(flags)) mode=0\(String(mode, radix: 8))" }) { () throws(Errno) in
                 let (node, st, fd) = try b.union.create(parent, n, mode: mode, flags: flags, caller: Operations.caller(req))
                 fi!.pointee.fh = UInt64(fd)
                 var e = b.entry(node.id, st)
@@ -136,15 +141,18 @@ enum Operations {
         ops.read = { req, ino, size, offset, fi in
             let b = Operations.bridge(req)
             let fd = Int32(truncatingIfNeeded: fi!.pointee.fh)
-            b.serve(req, .read, ino, args: { "size=\(size) off=\(offset)" }) {
+            b.serve(req, .read, ino, args: { "size=\(size) off=\(offset)" }) { () throws(Errno) in
                 b.stats?.addRead(size)
                 // Small reads: pread + one write is cheaper than setting up a splice pipe.
                 if size <= Bridge.spliceThreshold {
-                    try withUnsafeTemporaryAllocation(byteCount: size, alignment: 4096) { buf in
-                        let n = try b.union.read(fd, into: buf, at: Int64(offset))
-                        fuse_reply_buf(req, buf.baseAddress?.assumingMemoryBound(to: CChar.self), n)
+                    // (withUnsafeTemporaryAllocation is rethrows: the typed error crosses as a Result.)
+                    let result = withUnsafeTemporaryAllocation(byteCount: size, alignment: 4096) { buf in
+                        Result { () throws(Errno) in
+                            let n = try b.union.read(fd, into: buf, at: Int64(offset))
+                            fuse_reply_buf(req, buf.baseAddress?.assumingMemoryBound(to: CChar.self), n)
+                        }
                     }
-                    return
+                    return try result.get()
                 }
                 let rc = suf_reply_fd(req, fd, Int64(offset), size)
                 if rc != 0 { throw Errno(-rc) }
@@ -153,7 +161,7 @@ enum Operations {
         ops.write = { req, ino, buf, size, offset, fi in
             let b = Operations.bridge(req)
             let fd = Int32(truncatingIfNeeded: fi!.pointee.fh)
-            b.serve(req, .write, ino, args: { "size=\(size) off=\(offset)" }) {
+            b.serve(req, .write, ino, args: { "size=\(size) off=\(offset)" }) { () throws(Errno) in
                 let n = try b.union.write(fd, UnsafeRawBufferPointer(start: buf, count: size), at: Int64(offset))
                 b.stats?.addWritten(n)
                 fuse_reply_write(req, n)
@@ -167,14 +175,14 @@ enum Operations {
         }
         ops.fsync = { req, ino, datasync, fi in
             let b = Operations.bridge(req)
-            b.serve(req, .fsync, ino) {
+            b.serve(req, .fsync, ino) { () throws(Errno) in
                 try b.union.fsync(Int32(truncatingIfNeeded: fi!.pointee.fh), dataOnly: datasync != 0)
                 fuse_reply_err(req, 0)
             }
         }
         ops.opendir = { req, ino, fi in
             let b = Operations.bridge(req)
-            b.serve(req, .opendir, ino) {
+            b.serve(req, .opendir, ino) { () throws(Errno) in
                 let dir = try b.union.opendir(ino)
                 fi!.pointee.fh = UInt64(UInt(bitPattern: Unmanaged.passRetained(dir).toOpaque()))
                 fi!.pointee.cache_readdir = dir.cacheable ? 1 : 0
@@ -184,11 +192,11 @@ enum Operations {
         }
         ops.readdir = { req, ino, size, offset, fi in
             let b = Operations.bridge(req)
-            b.serve(req, .readdir, ino, args: { "off=\(offset)" }) { try b.replyDirectory(req, ino, size, offset, fi!, plus: false) }
+            b.serve(req, .readdir, ino, args: { "off=\(offset)" }) { () throws(Errno) in try b.replyDirectory(req, ino, size, offset, fi!, plus: false) }
         }
         ops.readdirplus = { req, ino, size, offset, fi in
             let b = Operations.bridge(req)
-            b.serve(req, .readdirplus, ino, args: { "off=\(offset)" }) { try b.replyDirectory(req, ino, size, offset, fi!, plus: true) }
+            b.serve(req, .readdirplus, ino, args: { "off=\(offset)" }) { () throws(Errno) in try b.replyDirectory(req, ino, size, offset, fi!, plus: true) }
         }
         ops.releasedir = { req, ino, fi in
             Unmanaged<MergedDirectory>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi!.pointee.fh))!).release()
@@ -196,28 +204,28 @@ enum Operations {
         }
         ops.fsyncdir = { req, ino, datasync, fi in
             let b = Operations.bridge(req)
-            b.serve(req, .fsyncdir, ino) {
+            b.serve(req, .fsyncdir, ino) { () throws(Errno) in
                 try b.union.fsyncdir(ino)
                 fuse_reply_err(req, 0)
             }
         }
         ops.statfs = { req, ino in
             let b = Operations.bridge(req)
-            b.serve(req, .statfs, ino) {
+            b.serve(req, .statfs, ino) { () throws(Errno) in
                 var sv = try b.union.statfs(ino)
                 fuse_reply_statfs(req, &sv)
             }
         }
         ops.setxattr = { req, ino, name, value, size, flags in
-            let b = Operations.bridge(req), n = Operations.str(name)
-            b.serve(req, .setxattr, ino, args: { "name=\(n) size=\(size)" }) {
+            let b = Operations.bridge(req), n = Operations.name(name)
+            b.serve(req, .setxattr, ino, args: { "name=\(n) size=\(size)" }) { () throws(Errno) in
                 try b.union.setxattr(ino, n, UnsafeRawBufferPointer(start: value, count: size), flags: flags)
                 fuse_reply_err(req, 0)
             }
         }
         ops.getxattr = { req, ino, name, size in
-            let b = Operations.bridge(req), n = Operations.str(name)
-            b.serve(req, .getxattr, ino, args: { "name=\(n)" }) {
+            let b = Operations.bridge(req), n = Operations.name(name)
+            b.serve(req, .getxattr, ino, args: { "name=\(n)" }) { () throws(Errno) in
                 let value = try b.union.getxattr(ino, n)
                 if size == 0 { fuse_reply_xattr(req, value.count); return }
                 guard value.count <= size else { throw Errno.range }
@@ -226,37 +234,40 @@ enum Operations {
         }
         ops.listxattr = { req, ino, size in
             let b = Operations.bridge(req)
-            b.serve(req, .listxattr, ino) {
-                var list: [CChar] = []
-                for n in try b.union.listxattr(ino) { list.append(contentsOf: n.utf8CString) }
+            b.serve(req, .listxattr, ino) { () throws(Errno) in
+                var list: [UInt8] = []
+                for n in try b.union.listxattr(ino) {
+                    n.withUnsafeBytes { list.append(contentsOf: $0) }
+                    list.append(0)
+                }
                 if size == 0 { fuse_reply_xattr(req, list.count); return }
                 guard list.count <= size else { throw Errno.range }
-                _ = fuse_reply_buf(req, list, list.count)
+                list.withUnsafeBytes { _ = fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), list.count) }
             }
         }
         ops.removexattr = { req, ino, name in
-            let b = Operations.bridge(req), n = Operations.str(name)
-            b.serve(req, .removexattr, ino, args: { "name=\(n)" }) {
+            let b = Operations.bridge(req), n = Operations.name(name)
+            b.serve(req, .removexattr, ino, args: { "name=\(n)" }) { () throws(Errno) in
                 try b.union.removexattr(ino, n)
                 fuse_reply_err(req, 0)
             }
         }
         ops.fallocate = { req, ino, mode, offset, length, fi in
             let b = Operations.bridge(req)
-            b.serve(req, .fallocate, ino, args: { "mode=\(mode) off=\(offset) len=\(length)" }) {
+            b.serve(req, .fallocate, ino, args: { "mode=\(mode) off=\(offset) len=\(length)" }) { () throws(Errno) in
                 try b.union.fallocate(Int32(truncatingIfNeeded: fi!.pointee.fh), mode: mode, offset: Int64(offset), length: Int64(length))
                 fuse_reply_err(req, 0)
             }
         }
         ops.lseek = { req, ino, offset, whence, fi in
             let b = Operations.bridge(req)
-            b.serve(req, .lseek, ino, args: { "off=\(offset) whence=\(whence)" }) {
+            b.serve(req, .lseek, ino, args: { "off=\(offset) whence=\(whence)" }) { () throws(Errno) in
                 fuse_reply_lseek(req, off_t(try b.union.lseek(Int32(truncatingIfNeeded: fi!.pointee.fh), offset: Int64(offset), whence: whence)))
             }
         }
         ops.copy_file_range = { req, inoIn, offIn, fiIn, inoOut, offOut, fiOut, len, flags in
             let b = Operations.bridge(req)
-            b.serve(req, .copyFileRange, inoOut, args: { "len=\(len)" }) {
+            b.serve(req, .copyFileRange, inoOut, args: { "len=\(len)" }) { () throws(Errno) in
                 let n = try b.union.copyFileRange(Int32(truncatingIfNeeded: fiIn!.pointee.fh), Int64(offIn),
                                                   Int32(truncatingIfNeeded: fiOut!.pointee.fh), Int64(offOut), len)
                 fuse_reply_write(req, n)

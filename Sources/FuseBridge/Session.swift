@@ -1,5 +1,7 @@
 import CFuse
+import CLinux
 import Glibc
+import Synchronization
 import UnionCore
 
 /// Counters the signal handlers bump; read by the housekeeping thread, never in a handler.
@@ -11,25 +13,25 @@ nonisolated(unsafe) let signalCounts: UnsafeMutablePointer<UInt64> = {
 }()
 
 /// A mounted FUSE session around a `Bridge`: mount, (daemonize), serve, unmount.
-public final class Session: @unchecked Sendable {
+public final class Session: Sendable {
     public struct Options: Sendable {
-        public var mountpoint: String
+        public var mountpoint: [UInt8]
         /// Mount options for libfuse and the kernel (allow_other, fsname=, ...).
         public var fuseOptions: [String]
         public var foreground = false
         public var debug = false
         public var singleThreaded = false
-        public var statsFile: String?
-        public init(mountpoint: String, fuseOptions: [String]) {
+        public var statsFile: [UInt8]?
+        public init(mountpoint: [UInt8], fuseOptions: [String]) {
             self.mountpoint = mountpoint
             self.fuseOptions = fuseOptions
         }
     }
 
-    let bridge: Bridge
+    public let bridge: Bridge
     let options: Options
-    private var housekeeping: pthread_t?
-    private var running = true
+    private let housekeeping = Mutex<pthread_t?>(nil)
+    private let running = Atomic<Bool>(true)
 
     public init(bridge: Bridge, options: Options) {
         self.bridge = bridge
@@ -45,6 +47,7 @@ public final class Session: @unchecked Sendable {
         defer { fuse_remove_signal_handlers(se) }
         guard mount(se) else { return 1 }
         fuse_daemonize(options.foreground ? 1 : 0)
+        if !options.foreground { bridge.log.daemonized() }
         onMounted()
         let rc = serve(se)
         fuse_session_unmount(se)
@@ -72,8 +75,8 @@ public final class Session: @unchecked Sendable {
     }
 
     private func mount(_ se: OpaquePointer) -> Bool {
-        guard fuse_session_mount(se, options.mountpoint) == 0 else {
-            fail("cannot mount on \(options.mountpoint)")
+        guard Bytes.withCString(options.mountpoint, { fuse_session_mount(se, $0) }) == 0 else {
+            fail("cannot mount on \(Bytes.display(options.mountpoint))")
             return false
         }
         return true
@@ -105,14 +108,14 @@ public final class Session: @unchecked Sendable {
         pthread_create(&tid, nil, { arg in
             let s = Unmanaged<Session>.fromOpaque(arg!).takeRetainedValue()
             var seen: (UInt64, UInt64) = (0, 0)
-            while s.running {
+            while s.running.load(ordering: .relaxed) {
                 usleep(50_000)
                 s.tick(&seen)
             }
             s.tick(&seen)
             return nil
         }, me)
-        housekeeping = tid
+        housekeeping.withLock { $0 = tid }
     }
 
     private func tick(_ seen: inout (UInt64, UInt64)) {
@@ -123,8 +126,8 @@ public final class Session: @unchecked Sendable {
     }
 
     private func stopHousekeeping() {
-        running = false
-        if let housekeeping { pthread_join(housekeeping, nil) }
+        running.store(false, ordering: .relaxed)
+        if let tid = housekeeping.withLock({ $0 }) { pthread_join(tid, nil) }
     }
 
     private func reportStatistics() {
@@ -137,13 +140,15 @@ public final class Session: @unchecked Sendable {
 
     private func writeStatsFile() {
         guard let path = options.statsFile, let stats = bridge.stats else { return }
-        let tmp = path + ".tmp"
-        let fd = suf_open_mode(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { return }
-        let json = stats.json()
-        _ = json.withCString { Glibc.write(fd, $0, strlen($0)) }
-        close(fd)
-        Glibc.rename(tmp, path)
+        let tmp = path + Array(".tmp".utf8)
+        do throws(Errno) {
+            let fd = try Sys.openPath(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644)
+            Text.write(fd, stats.json())
+            Sys.close(fd)
+            try Sys.renamePath(tmp, path)
+        } catch {
+            bridge.log.report("cannot write statistics to \(Bytes.display(path)): \(error)")
+        }
     }
 
     private func finish() {
@@ -169,6 +174,9 @@ extension Session {
 
     /// Serves a session mounted by `mountOnly` until the kernel ends the connection
     /// (the last reference to the mount is gone); never unmounts. Returns 0 or 1.
+    /// The descriptor of the FUSE connection, which only the serving process may hold.
+    public static func closeConnection(in se: OpaquePointer) { Sys.close(fuse_session_fd(se)) }
+
     public func serveMounted(_ se: OpaquePointer) -> Int32 {
         let rc = serve(se)
         finish()

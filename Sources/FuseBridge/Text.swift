@@ -1,4 +1,5 @@
 import Glibc
+import UnionCore
 
 /// Small text helpers, so the daemon needs no Foundation.
 enum Text {
@@ -21,11 +22,15 @@ enum Text {
     }
 
     /// Writes to stderr with write(2): usable from any thread, no stdio lock.
-    static func stderr(_ s: String) {
-        var off = 0
+    static func stderr(_ s: String) { write(STDERR_FILENO, s) }
+
+    /// Writes all of `s` to `fd`, giving up on the first error (a log must never block
+    /// or crash the daemon).
+    static func write(_ fd: Int32, _ s: String) {
         let bytes = Array(s.utf8)
+        var off = 0
         while off < bytes.count {
-            let n = bytes[off...].withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+            let n = bytes[off...].withUnsafeBytes { try? Sys.write(fd, $0) } ?? 0
             if n <= 0 { return }
             off += n
         }

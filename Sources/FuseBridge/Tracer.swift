@@ -1,4 +1,4 @@
-import CFuse
+import CLinux
 import Glibc
 import Synchronization
 import UnionCore
@@ -8,46 +8,44 @@ import UnionCore
 /// Request threads only format a line and append it to a buffer; a writer thread
 /// flushes the buffer, so a slow trace file never stalls the filesystem. When
 /// tracing is off, a request pays one relaxed load.
-public final class Tracer: @unchecked Sendable {
+///
+/// Paths are bytes; they are written with `Bytes.display`, which is lossless
+/// (docs/tracing.md tells how to read a name back).
+public final class Tracer: Sendable {
     public enum Format: String, Sendable { case text, json }
 
     let fd: Int32
     let format: Format
     let ops: Set<Op>?
-    let pathPrefix: String?
-    private let on: UnsafeMutablePointer<UInt64>
+    let pathPrefix: [UInt8]?
+    private let on: Atomic<Bool>
     private let buffer = Mutex([UInt8]())
-    private let stopping = Atomic<Bool>(false)
-    private var writer: pthread_t?
 
-    public init(fd: Int32, format: Format, ops: Set<Op>?, pathPrefix: String?, enabled: Bool) {
+    public init(fd: Int32, format: Format, ops: Set<Op>?, pathPrefix: [UInt8]?, enabled: Bool) {
         self.fd = fd
         self.format = format
         self.ops = ops
         self.pathPrefix = pathPrefix
-        on = .allocate(capacity: 1)
-        on.initialize(to: enabled ? 1 : 0)
+        on = Atomic(enabled)
     }
 
-    deinit { on.deallocate() }
+    public var isOn: Bool { on.load(ordering: .relaxed) }
 
-    public var isOn: Bool { suf_atomic_load(on) != 0 }
-
-    /// Flips tracing on or off (SIGUSR1); safe from a signal handler's flag poller.
+    /// Flips tracing on or off (SIGUSR1, from the housekeeping thread).
     public func toggle() {
-        let now = isOn
-        on.pointee = now ? 0 : 1
+        let now = !on.logicalXor(true, ordering: .relaxed).newValue
         append(format == .json ? "{\"event\":\"trace\",\"on\":\(!now)}\n" : "# trace \(now ? "off" : "on")\n")
     }
 
     @inline(__always) func wants(_ op: Op) -> Bool { isOn && (ops?.contains(op) ?? true) }
 
-    func wants(path: String) -> Bool {
+    func wants(path: [UInt8]) -> Bool {
         guard let pathPrefix else { return true }
-        return path.hasPrefix(pathPrefix)
+        return path.starts(with: pathPrefix)
     }
 
-    func operation(_ op: Op, path: String, args: String, layer: String, result: Int32, micros: UInt64) {
+    func operation(_ op: Op, path bytes: [UInt8], args: String, layer: String, result: Int32, micros: UInt64) {
+        let path = Bytes.display(bytes)
         let res = result == 0 ? "OK" : Errno(result).name
         let ts = Text.fixed(Double(Clock.nanoseconds()) / 1e9, 6)
         let tid = suf_gettid()
@@ -64,7 +62,7 @@ public final class Tracer: @unchecked Sendable {
         guard isOn else { return }
         let ts = Text.fixed(Double(Clock.nanoseconds()) / 1e9, 6)
         let tid = suf_gettid()
-        let (kind, path, fields): (String, String, [(String, String)]) = {
+        let (kind, raw, fields): (String, [UInt8], [(String, String)]) = {
             switch event {
             case .copyUp(let p, let layer, let bytes, let us):
                 return ("copy-up", p, [("from", layer), ("bytes", "\(bytes)"), ("us", "\(us)")])
@@ -72,7 +70,8 @@ public final class Tracer: @unchecked Sendable {
             case .opaque(let p, let x): return ("opaque", p, [("xattr", x)])
             }
         }()
-        guard wants(path: path) else { return }
+        guard wants(path: raw) else { return }
+        let path = Bytes.display(raw)
         switch format {
         case .text:
             let f = fields.map { "\($0.0)=\(Self.quoted($0.1))" }.joined(separator: " ")
@@ -101,12 +100,13 @@ public final class Tracer: @unchecked Sendable {
         }
         var off = 0
         while off < data.count {
-            let n = data[off...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            let n = data[off...].withUnsafeBytes { try? Sys.write(fd, $0) } ?? 0
             if n <= 0 { break }
             off += n
         }
     }
 
+    /// Display text quoted when it holds a space, quote, or backslash (an escape).
     static func quoted(_ s: String) -> String {
         s.contains(where: { $0 == " " || $0 == "\"" || $0 == "\n" || $0 == "\\" }) ? json(s) : s
     }

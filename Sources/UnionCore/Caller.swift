@@ -29,7 +29,7 @@ public struct AttributeChange: Sendable {
 
 /// One entry of a merged directory listing.
 public struct DirectoryEntry: Sendable {
-    public var name: String
+    public var name: Name
     public var type: UInt8
     public var ino: UInt64
 }

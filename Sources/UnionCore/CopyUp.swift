@@ -1,68 +1,93 @@
-import CFuse
 import Glibc
-import Synchronization
 
 /// Copy-up: bringing a lower object into the upper layer before its first change.
 ///
 /// The object is built whole in `workdir/work` — data (holes kept, reflink or
 /// copy_file_range first), then owner, mode, xattrs and times — and one rename
-/// puts it in place: a crash leaves either no copy or a complete one.
+/// puts it in place: a crash leaves either no copy or a complete one. A copy that
+/// cannot carry everything (an xattr that cannot be read or written) fails with
+/// the errno instead of appearing without it.
 extension Union {
     /// Makes sure `node` (and every directory above it) lives in upper.
-    func copyUp(_ node: Node, withData: Bool = true) throws {
-        guard let upper else { throw Errno.readOnly }
+    func copyUp(_ node: Node, withData: Bool = true) throws(Errno) {
+        let (upper, work, _) = try requireUpper()
         if nodes.layers(of: node)[0] == upper.index { return }
         guard let parent = nodes.locked({ node.parent }) else { throw Errno.noEntry }
         try copyUp(parent)
         // One copy per object, however many threads ask: the second waits, then sees upper.
-        let outcome: Result<Void, Error> = node.copyUpLock.withLock { _ in Result {
+        try node.copyUpLock.withLock { (_: inout Void) throws(Errno) in
             let stack = nodes.layers(of: node)
             guard stack[0] != upper.index else { return }
             let name = nodes.locked { node.name }
             let start = Clock.microseconds()
-            let bytes = try copyUpEntry(parent: parent, name: name, from: stack[0], withData: withData)
+            let bytes: Int64
+            do throws(Errno) {
+                bytes = try copyUpEntry(parent: parent, name: name, from: stack[0], upper: upper, work: work, withData: withData)
+            } catch {
+                if error.rawValue != ENOENT {
+                    diagnostics.report("copy-up of \(Bytes.display(displayPath(node.id))) from \(layers[stack[0]].label) failed: \(error)")
+                }
+                throw error
+            }
             nodes.update(node, layers: node.isDirectory ? [upper.index] + stack : [upper.index])
             if !node.isDirectory { nodes.separate(node) }
             if events.isEnabled {
                 events.record(.copyUp(path: displayPath(node.id), layer: layers[stack[0]].label,
                                       bytes: bytes, micros: Clock.microseconds() - start))
             }
-        } }
-        try outcome.get()
+        }
+    }
+
+    /// Copies up the object at `name` in `parent`, through its node when the kernel holds one.
+    func copyUpNamed(_ parent: Node, _ name: Name) throws(Errno) {
+        if let n = nodes.child(parent, name) { return try copyUp(n) }
+        let (upper, work, _) = try requireUpper()
+        guard let r = try resolver.resolve(parent, name), r.layers[0] != upper.index else { return }
+        try copyUp(parent)
+        _ = try copyUpEntry(parent: parent, name: name, from: r.layers[0], upper: upper, work: work, withData: true)
     }
 
     /// Copies `name` of `parent` from layer `from` into upper (whose parent must exist).
     /// Returns the bytes of data copied.
-    func copyUpEntry(parent: Node, name: String, from: Int, withData: Bool) throws -> Int64 {
-        guard let upper, let work else { throw Errno.readOnly }
-        return try withDirectory(parent, in: from) { srcDir in
-            try withDirectory(parent, in: upper.index) { dstDir in
+    private func copyUpEntry(parent: Node, name: Name, from: Int, upper: Layer, work: WorkDir,
+                             withData: Bool) throws(Errno) -> Int64 {
+        let copier = Copier(skipSync: config.skipSync, format: format)
+        return try resolver.withDirectory(parent, in: from) { (srcDir: Int32) throws(Errno) -> Int64 in
+            try resolver.withDirectory(parent, in: upper.index) { (dstDir: Int32) throws(Errno) -> Int64 in
                 let st = try Sys.stat(srcDir, name)
                 // An owner this namespace cannot name cannot be written in upper either.
                 if userNamespace.isUnmapped(uid: st.st_uid) || userNamespace.isUnmapped(gid: st.st_gid) {
-                    throw Errno(EOVERFLOW)
+                    throw Errno.overflow
                 }
                 let tmp = work.tempName()
-                var bytes: Int64 = 0
-                do {
-                    bytes = try stage(srcDir, name, st, into: work.fd, tmp, withData: withData)
+                do throws(Errno) {
+                    let bytes = try copier.stage(srcDir, name, st, into: work.fd, tmp, withData: withData)
                     // Never over whatever upper holds now: if the name was removed meanwhile,
                     // its whiteout must win, not the copy.
                     try Sys.rename(work.fd, tmp, dstDir, name, flags: Sys.renameNoReplace)
+                    return bytes
                 } catch {
                     try? Sys.unlink(work.fd, tmp, directory: st.isDirectory)
-                    if let e = error as? Errno, e.rawValue == EEXIST { throw Errno.noEntry }
-                    throw error
+                    throw error.rawValue == EEXIST ? Errno.noEntry : error
                 }
-                return bytes
             }
         }
     }
+}
+
+/// Builds the copy of one object in workdir: data, then metadata in the order the
+/// kernel's overlay uses.
+struct Copier {
+    let skipSync: Bool
+    let format: MarkerFormat
+
+    /// Files up to this size are copied by one read and one write: on ext4 that beats
+    /// copy_file_range's set-up.
+    static let smallFile: Int64 = 256 << 10
 
     /// Builds a copy of `srcDir/name` at `workFD/tmp`, complete with metadata.
-    private func stage(_ srcDir: Int32, _ name: String, _ st: stat, into workFD: Int32, _ tmp: String,
-                       withData: Bool) throws -> Int64 {
-        var bytes: Int64 = 0
+    func stage(_ srcDir: Int32, _ name: Name, _ st: stat, into workFD: Int32, _ tmp: Name,
+               withData: Bool) throws(Errno) -> Int64 {
         switch st.fileType {
         case S_IFDIR:
             try Sys.mkdir(workFD, tmp, 0o700)
@@ -71,9 +96,9 @@ extension Union {
             defer { Sys.close(src) }
             let dst = try Sys.openAt(workFD, tmp, O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
             defer { Sys.close(dst) }
-            if withData { bytes = try copyData(from: src, to: dst, size: Int64(st.st_size)) }
+            let bytes = withData ? try copyData(from: src, to: dst, size: Int64(st.st_size)) : 0
             try copyMetadata(st, fromFD: src, toFD: dst, workFD, tmp)
-            if !config.skipSync { try Sys.fsync(dst) }
+            if !skipSync { try Sys.fsync(dst) }
             return bytes
         case S_IFLNK:
             try Sys.symlink(try Sys.readlink(srcDir, name), workFD, tmp)
@@ -83,15 +108,14 @@ extension Union {
         let src = try Sys.openAt(srcDir, name, O_PATH)
         defer { Sys.close(src) }
         try copyMetadata(st, fromFD: src, toFD: nil, workFD, tmp)
-        return bytes
+        return 0
     }
 
     /// Owner, then mode (chown clears set-id bits), then xattrs (security.capability
     /// must come after chown too), then times, which every other change disturbs.
-    private func copyMetadata(_ st: stat, fromFD src: Int32, toFD dst: Int32?, _ workFD: Int32, _ tmp: String) throws {
-        let isLink = st.fileType == S_IFLNK
+    private func copyMetadata(_ st: stat, fromFD src: Int32, toFD dst: Int32?, _ workFD: Int32, _ tmp: Name) throws(Errno) {
         if let dst { try Sys.fchown(dst, st.st_uid, st.st_gid) } else { try Sys.lchownAt(workFD, tmp, st.st_uid, st.st_gid) }
-        if !isLink {
+        if st.fileType != S_IFLNK {
             if let dst { try Sys.fchmod(dst, st.st_mode & 0o7777) } else { try Sys.chmodAt(workFD, tmp, st.st_mode & 0o7777) }
             if let dst {
                 try copyXattrs(from: src, to: dst)
@@ -104,27 +128,33 @@ extension Union {
         try Sys.utimensAt(workFD, tmp, (st.st_atim, st.st_mtim))
     }
 
-    func copyXattrs(from src: Int32, to dst: Int32) throws {
-        guard let names = try? Sys.listxattr(src) else { return }
-        for name in names where Markers.xattrFromLayer(name, format: format) != nil {
-            guard let value = Sys.getxattrIfPresent(src, name) else { continue }
-            let rc = value.withUnsafeBytes { CFuse.setxattr(Sys.procPath(dst), name, $0.baseAddress, $0.count, 0) }
-            // trusted.* and friends the daemon may not be allowed to write (rootless):
-            // the kernel's userxattr mode drops them the same way.
-            if rc != 0 && (name.hasPrefix("user.") || ![EPERM, EOPNOTSUPP].contains(Errno.current.rawValue)) {
-                throw Errno.current
+    static let mustCopyPrefixes: [Name] = ["security."]
+    static let mustCopyNames: [Name] = ["system.posix_acl_access", "system.posix_acl_default"]
+
+    /// Every xattr but the overlay's own, with the kernel's rule (ovl_copy_xattr): only
+    /// EOPNOTSUPP from the upper filesystem may drop one, and never an ACL or a
+    /// security.* attribute. An xattr that cannot be listed or read fails the copy.
+    func copyXattrs(from src: Int32, to dst: Int32) throws(Errno) {
+        for name in try Sys.listxattr(.fd(src)) where Markers.xattrFromLayer(name, format: format) != nil {
+            guard let value = try Sys.getxattrIfPresent(.fd(src), name) else { continue }  // removed meanwhile
+            do throws(Errno) {
+                try Sys.setxattr(dst, name, value)
+            } catch where error.rawValue == EOPNOTSUPP {
+                if Self.mustCopyNames.contains(name) || Self.mustCopyPrefixes.contains(where: name.hasPrefix) { throw error }
             }
         }
     }
 
-    static let smallFile: Int64 = 256 << 10
-
     /// Copies a regular file's data, keeping holes. FICLONE shares the blocks when the
     /// filesystem can; copy_file_range lets it copy without a round trip through us.
-    func copyData(from src: Int32, to dst: Int32, size: Int64) throws -> Int64 {
+    func copyData(from src: Int32, to dst: Int32, size: Int64) throws(Errno) -> Int64 {
         guard size > 0 else { return 0 }
-        if (try? Sys.ficlone(dst, src)) != nil { return size }
-        // Small files: one read and one write beat copy_file_range's setup on ext4.
+        do throws(Errno) {
+            try Sys.ficlone(dst, src)
+            return size
+        } catch {
+            // Not a reflinking filesystem (or not across these two): copy.
+        }
         if size <= Self.smallFile {
             try copyByReading(src, dst, 0, size)
             return size
@@ -133,9 +163,9 @@ extension Union {
         var offset: Int64 = 0
         while offset < size {
             guard let data = try nextData(src, from: offset) else { break }
-            let hole = (try? Sys.lseek(src, data, SEEK_HOLE)) ?? size
-            try copyRange(src, dst, data, min(hole, size) - data)
-            copied += min(hole, size) - data
+            let hole = min(try Sys.lseek(src, data, SEEK_HOLE), size)
+            try copyRange(src, dst, data, hole - data)
+            copied += hole - data
             offset = hole
         }
         try Sys.truncate(dst, size)
@@ -143,29 +173,26 @@ extension Union {
     }
 
     /// The next offset holding data at or after `offset`; nil past the last data.
-    private func nextData(_ fd: Int32, from offset: Int64) throws -> Int64? {
-        let r = Glibc.lseek(fd, off_t(offset), SEEK_DATA)
-        if r >= 0 { return Int64(r) }
-        if Errno.current.rawValue == ENXIO { return nil }
-        throw Errno.current
+    private func nextData(_ fd: Int32, from offset: Int64) throws(Errno) -> Int64? {
+        do throws(Errno) { return try Sys.lseek(fd, offset, SEEK_DATA) } catch where error.rawValue == ENXIO { return nil }
     }
 
-    private func copyRange(_ src: Int32, _ dst: Int32, _ start: Int64, _ length: Int64) throws {
+    private func copyRange(_ src: Int32, _ dst: Int32, _ start: Int64, _ length: Int64) throws(Errno) {
         var inOff = start, outOff = start
         while inOff < start + length {
-            let n = suf_copy_file_range(src, &inOff, dst, &outOff, Int(min(start + length - inOff, 1 << 30)))
-            if n > 0 { continue }
+            let n: Int
+            do throws(Errno) {
+                n = try Sys.copyFileRange(src, &inOff, dst, &outOff, Int(min(start + length - inOff, 1 << 30)))
+            } catch where [EXDEV, EINVAL, ENOSYS, EOPNOTSUPP].contains(error.rawValue) {
+                // Not between these filesystems: copy through a buffer from where it stopped.
+                try copyByReading(src, dst, inOff, start + length - inOff)
+                return
+            }
             if n == 0 { break }
-            let e = Errno.current
-            if e.rawValue == EINTR { continue }
-            // Not between these filesystems: copy through a buffer from where it stopped.
-            guard [EXDEV, EINVAL, ENOSYS, EOPNOTSUPP].contains(e.rawValue) else { throw e }
-            try copyByReading(src, dst, inOff, start + length - inOff)
-            return
         }
     }
 
-    private func copyByReading(_ src: Int32, _ dst: Int32, _ start: Int64, _ length: Int64) throws {
+    private func copyByReading(_ src: Int32, _ dst: Int32, _ start: Int64, _ length: Int64) throws(Errno) {
         let chunk = Int(min(Int64(1 << 20), max(length, 4096)))
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
         defer { buf.deallocate() }

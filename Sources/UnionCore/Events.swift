@@ -1,12 +1,12 @@
 /// Things the union does on its own account, beyond the operation asked for:
-/// the trace reports them as events of their own.
+/// the trace reports them as events of their own. Paths are merged paths, as bytes.
 public enum UnionEvent: Sendable {
     /// `path` copied from `layer` to upper: `bytes` of data in `micros` microseconds.
-    case copyUp(path: String, layer: String, bytes: Int64, micros: Int64)
+    case copyUp(path: [UInt8], layer: String, bytes: Int64, micros: Int64)
     /// A whiteout written in upper for `path`, in `format` ("device" or "oci").
-    case whiteout(path: String, format: String)
+    case whiteout(path: [UInt8], format: String)
     /// `path` marked opaque with `xattr`.
-    case opaque(path: String, xattr: String)
+    case opaque(path: [UInt8], xattr: String)
 }
 
 public protocol EventSink: Sendable {

@@ -1,4 +1,3 @@
-import CFuse
 import Glibc
 
 /// One directory of the stack, held open from mount to unmount.
@@ -6,13 +5,14 @@ import Glibc
 /// Holding the root as an `O_PATH` descriptor means every operation is resolved
 /// beneath it, and the daemon keeps serving after `pivot_root` detaches the
 /// path the layer was named by.
-public final class Layer: @unchecked Sendable {
+public final class Layer: Sendable {
     public enum Role: Sendable, Equatable { case upper, lower(Int) }
 
     public let role: Role
     /// Index in the stack, 0 being the top (the upper layer when there is one).
     public let index: Int
-    public let path: String
+    /// The directory as the command line named it, as bytes.
+    public let path: [UInt8]
     public let rootFD: Int32
     public let device: UInt64
     public let rootIno: UInt64
@@ -27,10 +27,13 @@ public final class Layer: @unchecked Sendable {
         }
     }
 
-    public init(role: Role, index: Int, path: String) throws(Errno) {
-        let fd = try retrying { suf_open_mode(path, O_PATH | O_DIRECTORY | O_CLOEXEC, 0) }
+    /// The path, printable and lossless (see `Bytes.display`).
+    public var displayPath: String { Bytes.display(path) }
+
+    public init(role: Role, index: Int, path: [UInt8]) throws(Errno) {
+        let fd = try Sys.openPath(path, O_PATH | O_DIRECTORY)
         let st: stat
-        do { st = try Sys.fstat(fd) } catch { Sys.close(fd); throw error }
+        do throws(Errno) { st = try Sys.fstat(fd) } catch { Sys.close(fd); throw error }
         self.role = role
         self.index = index
         self.path = path
@@ -40,23 +43,4 @@ public final class Layer: @unchecked Sendable {
     }
 
     deinit { Sys.close(rootFD) }
-
-    /// An `O_PATH` descriptor of the directory at `relPath` in this layer, or nil when
-    /// the layer has no directory there. Never follows a symlink, never leaves the layer.
-    public func openDirectory(_ relPath: String) throws(Errno) -> Int32? {
-        do {
-            return try Sys.openBeneath(rootFD, relPath, O_PATH | O_DIRECTORY)
-        } catch let e as Errno where e.rawValue == ENOENT || e.rawValue == ENOTDIR || e.rawValue == ELOOP {
-            return nil
-        }
-    }
-
-    /// Like `openDirectory`, but for reading its entries.
-    public func openDirectoryForListing(_ relPath: String) throws(Errno) -> Int32? {
-        do {
-            return try Sys.openBeneath(rootFD, relPath, O_RDONLY | O_DIRECTORY)
-        } catch let e as Errno where e.rawValue == ENOENT || e.rawValue == ENOTDIR || e.rawValue == ELOOP {
-            return nil
-        }
-    }
 }

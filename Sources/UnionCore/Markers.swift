@@ -1,84 +1,96 @@
-import CFuse
 import Glibc
 
-/// How whiteouts and opaque directories are recognised and written.
+/// How whiteouts and opaque directories are written.
 ///
-/// Reading accepts every format in use: the kernel's (a 0/0 character device,
-/// `trusted.overlay.opaque` or `user.overlay.opaque`) and the OCI/AUFS one
-/// (`.wh.NAME`, `.wh..wh..opq`). Writing uses one format, chosen at mount.
+/// Reading accepts every format in use (see `Markers`); writing uses one format,
+/// chosen at mount.
 public struct MarkerFormat: Sendable, Equatable, CustomStringConvertible {
     public enum Whiteout: String, Sendable { case device, ociFile = "oci" }
+    public enum Namespace: String, Sendable { case trusted, user }
 
     public var whiteout: Whiteout
-    /// The xattr namespace opaque directories are marked in: "trusted" or "user".
-    public var xattrNamespace: String
+    /// The xattr namespace opaque directories are marked in.
+    public var xattrNamespace: Namespace
 
-    public init(whiteout: Whiteout = .device, xattrNamespace: String = "trusted") {
+    public init(whiteout: Whiteout = .device, xattrNamespace: Namespace = .trusted) {
         self.whiteout = whiteout
         self.xattrNamespace = xattrNamespace
     }
 
-    public var opaqueXattr: String { "\(xattrNamespace).overlay.opaque" }
-    public var description: String { "whiteout=\(whiteout.rawValue), xattr=\(xattrNamespace).overlay.*" }
+    public var opaqueXattr: Name { xattrNamespace == .user ? Markers.userOpaque : Markers.trustedOpaque }
+    public var description: String { "whiteout=\(whiteout.rawValue), xattr=\(xattrNamespace.rawValue).overlay.*" }
 }
 
+/// The on-disk markers of every format in use: the kernel's (a 0/0 character device,
+/// `trusted.overlay.opaque` or `user.overlay.opaque`) and the OCI/AUFS one (`.wh.NAME`,
+/// `.wh..wh..opq`). Names are compared as bytes.
 public enum Markers {
-    public static let ociWhiteoutPrefix = ".wh."
-    public static let ociOpaqueName = ".wh..wh..opq"
-    public static let trustedOpaque = "trusted.overlay.opaque"
-    public static let userOpaque = "user.overlay.opaque"
+    public static let ociWhiteoutPrefix: Name = ".wh."
+    public static let ociOpaqueName: Name = ".wh..wh..opq"
+    public static let trustedOpaque: Name = "trusted.overlay.opaque"
+    public static let userOpaque: Name = "user.overlay.opaque"
+    static let trustedPrivate: Name = "trusted.overlay."
+    static let userPrivate: Name = "user.overlay."
+    static let escape: Name = "overlay."
 
     /// True for names that only ever carry markers and never show in the merged view.
-    public static func isOCIMarkerName(_ name: String) -> Bool { name.hasPrefix(ociWhiteoutPrefix) }
+    public static func isOCIMarkerName(_ name: Name) -> Bool { name.hasPrefix(ociWhiteoutPrefix) }
+
+    /// The name `.wh.NAME` hides, for an OCI whiteout name.
+    public static func ociWhiteoutTarget(_ name: Name) -> Name? {
+        guard name.hasPrefix(ociWhiteoutPrefix), name != ociOpaqueName else { return nil }
+        return name.dropFirst(ociWhiteoutPrefix.count)
+    }
 
     /// Prefixes of the xattrs that belong to the overlay itself. `user.overlay.*` is the
     /// overlay's only in the user-xattr format, as in the kernel.
-    static func privatePrefixes(_ format: MarkerFormat) -> [String] {
-        format.xattrNamespace == "user" ? ["trusted.overlay.", "user.overlay."] : ["trusted.overlay."]
+    static func privatePrefixes(_ format: MarkerFormat) -> [Name] {
+        format.xattrNamespace == .user ? [trustedPrivate, userPrivate] : [trustedPrivate]
     }
 
     /// The name a caller's xattr is stored under in a layer. A caller's own
     /// `trusted.overlay.X` is escaped to `trusted.overlay.overlay.X`, as the kernel
     /// does since Linux 6.7, so it can never be taken for a marker.
-    public static func xattrToLayer(_ name: String, format: MarkerFormat) -> String {
+    public static func xattrToLayer(_ name: Name, format: MarkerFormat) -> Name {
         for p in privatePrefixes(format) where name.hasPrefix(p) {
-            return p + "overlay." + name.dropFirst(p.count)
+            return p + escape + name.dropFirst(p.count)
         }
         return name
     }
 
     /// The name a layer's xattr shows under, or nil for the overlay's own markers.
-    public static func xattrFromLayer(_ name: String, format: MarkerFormat) -> String? {
+    public static func xattrFromLayer(_ name: Name, format: MarkerFormat) -> Name? {
         for p in privatePrefixes(format) where name.hasPrefix(p) {
             let rest = name.dropFirst(p.count)
-            return rest.hasPrefix("overlay.") ? p + rest.dropFirst("overlay.".count) : nil
+            return rest.hasPrefix(escape) ? p + rest.dropFirst(escape.count) : nil
         }
         return name
     }
 
     /// Whether directory `dir` of a layer holds an OCI whiteout `.wh.NAME` for `name`.
     /// A name of 252 bytes or more cannot have one (it would pass NAME_MAX).
-    public static func hasOCIWhiteout(dir: Int32, name: String) throws(Errno) -> Bool {
-        guard name.utf8.count + ociWhiteoutPrefix.utf8.count <= Int(NAME_MAX) else { return false }
+    public static func hasOCIWhiteout(dir: Int32, name: Name) throws(Errno) -> Bool {
+        guard name.count + ociWhiteoutPrefix.count <= Int(NAME_MAX) else { return false }
         return try Sys.statIfPresent(dir, ociWhiteoutPrefix + name) != nil
     }
 
-    /// Whether the directory open at `fd` (O_PATH) hides the layers below it.
-    public static func isOpaque(directory fd: Int32) -> Bool {
-        for name in [trustedOpaque, userOpaque] {
-            if let v = Sys.getxattrIfPresent(fd, name), v == Array("y".utf8) { return true }
-        }
-        return (try? Sys.statIfPresent(fd, ociOpaqueName)) != nil
+    static func isOpaqueValue(_ v: [UInt8]?) -> Bool { v == [UInt8(ascii: "y")] }
+
+    /// Whether the directory open at `fd` (O_PATH) hides the layers below it. An xattr or
+    /// marker that cannot be read is an error, never "not opaque": that would let the
+    /// layers below show through.
+    public static func isOpaque(directory fd: Int32) throws(Errno) -> Bool {
+        for x in [trustedOpaque, userOpaque] where isOpaqueValue(try Sys.getxattrIfPresent(.fd(fd), x)) { return true }
+        return try Sys.statIfPresent(fd, ociOpaqueName) != nil
     }
 
     /// Whether directory `name` in `dir` (known to be a directory) is opaque, without
     /// opening it: xattrs through /proc/self/fd/DIR/NAME, the OCI marker by a two-name
-    /// fstatat. Lookups pay this for every merged directory.
-    public static func isOpaque(in dir: Int32, _ name: String) -> Bool {
+    /// fstatat (lower layers do not change under a mount, so NAME stays the directory
+    /// the caller found). Lookups pay this for every merged directory.
+    public static func isOpaque(in dir: Int32, _ name: Name) throws(Errno) -> Bool {
         let target = Sys.XattrTarget.entry(dir, name)
-        for x in [trustedOpaque, userOpaque] {
-            if let v = try? Sys.getxattr(target, x), v == Array("y".utf8) { return true }
-        }
-        return (try? Sys.statIfPresent(dir, name + "/" + ociOpaqueName)) != nil
+        for x in [trustedOpaque, userOpaque] where isOpaqueValue(try Sys.getxattrIfPresent(target, x)) { return true }
+        return try Sys.statIfPresent(dir, name + "/" + ociOpaqueName) != nil
     }
 }

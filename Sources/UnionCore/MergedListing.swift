@@ -4,10 +4,10 @@ import Glibc
 ///
 /// Pure bookkeeping, no syscalls: a name shows once, from the topmost layer that
 /// has it; whiteouts (device or `.wh.` file) hide names of the layers below them;
-/// OCI marker files never show.
+/// OCI marker files never show. Names are keys by their bytes.
 public struct MergedListing {
     public struct Entry: Equatable {
-        public var name: String
+        public var name: Name
         public var type: UInt8
         public var ino: UInt64
         public var layer: Int
@@ -18,51 +18,64 @@ public struct MergedListing {
         var merging: Bool
     }
 
-    private var order: [String] = []
-    private var seen: [String: Entry] = [:]
-    private var hidden: Set<String> = []
+    public struct RawEntry {
+        public var name: Name
+        public var type: UInt8
+        public var ino: UInt64
+        public init(name: Name, type: UInt8, ino: UInt64) {
+            self.name = name
+            self.type = type
+            self.ino = ino
+        }
+    }
 
-    public init() {}
+    private var order: [Name] = []
+    private var seen: [Name: Entry] = [:]
+    private var hidden: Set<Name> = []
 
-    /// Adds one layer's raw entries. `isWhiteoutDevice` is asked only for character devices.
     /// Layers whose entries held no `.wh.*` name, as a bit mask.
     public private(set) var markerFreeLayers: UInt64 = 0
 
-    public mutating func add(layer: Int, isUpper: Bool, entries: [(name: String, type: UInt8, ino: UInt64)],
-                             isWhiteoutDevice: (String) -> Bool) {
-        if layer < 64 && !entries.contains(where: { $0.name.hasPrefix(Markers.ociWhiteoutPrefix) }) {
+    public init() {}
+
+    /// Adds one layer's raw entries. `isWhiteoutDevice` is asked only for character
+    /// devices; its errors end the listing (an unreadable whiteout is not "absent").
+    public mutating func add(layer: Int, isUpper: Bool, entries: [RawEntry],
+                             isWhiteoutDevice: (Name) throws(Errno) -> Bool) throws(Errno) {
+        if layer < 64 && !entries.contains(where: { Markers.isOCIMarkerName($0.name) }) {
             markerFreeLayers |= 1 << UInt64(layer)
         }
-        var whiteouts: [String] = []
-        for (name, type, ino) in entries {
-            if name == Markers.ociOpaqueName { continue }
-            if name.hasPrefix(Markers.ociWhiteoutPrefix) {
-                whiteouts.append(String(name.dropFirst(Markers.ociWhiteoutPrefix.count)))
+        var whiteouts: [Name] = []
+        for e in entries {
+            if e.name == Markers.ociOpaqueName { continue }
+            if let target = Markers.ociWhiteoutTarget(e.name) {
+                whiteouts.append(target)
                 continue
             }
-            if type == UInt8(DT_CHR) && isWhiteoutDevice(name) {
-                whiteouts.append(name)
+            if Markers.isOCIMarkerName(e.name) { continue }
+            if e.type == UInt8(DT_CHR), try isWhiteoutDevice(e.name) {
+                whiteouts.append(e.name)
                 continue
             }
-            if var e = seen[name] {
-                if e.merging {
-                    if type == UInt8(DT_DIR) {
-                        e.lowerIno = ino
-                        e.lowerLayer = layer
+            if var s = seen[e.name] {
+                if s.merging {
+                    if e.type == UInt8(DT_DIR) {
+                        s.lowerIno = e.ino
+                        s.lowerLayer = layer
                     }
-                    e.merging = false
-                    seen[name] = e
+                    s.merging = false
+                    seen[e.name] = s
                 }
                 continue
             }
-            if hidden.contains(name) { continue }
-            let dir = type == UInt8(DT_DIR)
-            seen[name] = Entry(name: name, type: type, ino: ino, layer: layer, lowerIno: nil, lowerLayer: nil,
-                               merging: dir && isUpper)
-            order.append(name)
+            if hidden.contains(e.name) { continue }
+            let dir = e.type == UInt8(DT_DIR)
+            seen[e.name] = Entry(name: e.name, type: e.type, ino: e.ino, layer: layer, lowerIno: nil, lowerLayer: nil,
+                                 merging: dir && isUpper)
+            order.append(e.name)
         }
-        hidden.formUnion(whiteouts)
         // A whiteout hides only what lies below it: a name it shares with its own layer stays.
+        hidden.formUnion(whiteouts)
     }
 
     /// The merged entries, in the order they were first seen.

@@ -6,10 +6,10 @@ import Synchronization
 /// Identity is by position (parent + name), as in the kernel's overlayfs: a node
 /// keeps its id, and its reported inode number, across copy-up and rename.
 /// Every mutable field is guarded by the `NodeTable` lock.
-public final class Node: @unchecked Sendable {
+public final class Node: @unchecked Sendable {  // mutable fields guarded by NodeTable's lock
     public let id: UInt64
     public internal(set) var parent: Node?
-    public internal(set) var name: String
+    public internal(set) var name: Name
     /// `S_IFMT` bits of the merged entry.
     public internal(set) var type: mode_t
     /// Layers that hold this entry, top first. For a directory: every layer it merges
@@ -18,10 +18,10 @@ public final class Node: @unchecked Sendable {
     /// The inode number reported for this entry; stable for the node's lifetime.
     public let ino: UInt64
     var lookups: UInt64 = 0
-    var children: [String: Node] = [:]
+    var children: [Name: Node] = [:]
     /// Further names of a hard-linked file, besides `parent`/`name`: the kernel must see
     /// one node id per inode, or it caches link counts and pages per name.
-    var aliases: [(parent: Node, name: String)] = []
+    var aliases: [(parent: Node, name: Name)] = []
     /// The real (device, inode) a hard-linked node is shared by, while it is registered.
     var inodeKey: InodeKey?
     /// Open file handles on this node; while any is open, removing its name keeps an
@@ -38,7 +38,7 @@ public final class Node: @unchecked Sendable {
     /// Serialises copy-up of this node so that no file is copied twice.
     let copyUpLock = Mutex<Void>(())
 
-    init(id: UInt64, parent: Node?, name: String, type: mode_t, layers: [Int], ino: UInt64) {
+    init(id: UInt64, parent: Node?, name: Name, type: mode_t, layers: [Int], ino: UInt64) {
         self.id = id
         self.parent = parent
         self.name = name
@@ -64,7 +64,7 @@ public struct InodeKey: Hashable, Sendable {
 ///
 /// One lock guards the table and every node's mutable fields. It is held only for
 /// dictionary work and pointer updates, never across a syscall.
-public final class NodeTable: @unchecked Sendable {
+public final class NodeTable: Sendable {
     public static let rootID: UInt64 = 1
 
     private struct State {
@@ -76,7 +76,7 @@ public final class NodeTable: @unchecked Sendable {
     public let root: Node
 
     public init(rootLayers: [Int], rootIno: UInt64) {
-        root = Node(id: NodeTable.rootID, parent: nil, name: "", type: S_IFDIR, layers: rootLayers, ino: rootIno)
+        root = Node(id: NodeTable.rootID, parent: nil, name: Name(), type: S_IFDIR, layers: rootLayers, ino: rootIno)
         root.lookups = 1
         state.withLock { $0.byID[NodeTable.rootID] = root }
     }
@@ -84,32 +84,29 @@ public final class NodeTable: @unchecked Sendable {
     public func node(_ id: UInt64) -> Node? { state.withLock { $0.byID[id] } }
 
     /// Runs `body` with the table locked, for reads of several node fields at once.
-    public func locked<T>(_ body: () throws -> T) rethrows -> T {
-        try state.withLock { _ in try body() }
+    public func locked<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        try state.withLock { (_: inout State) throws(E) -> T in try body() }
     }
 
-    /// The path of `node` relative to every layer root ("." for the root), or nil
-    /// when the node, or a directory above it, has been removed from the union.
-    public func path(of node: Node) -> String? {
-        state.withLock { _ in Self.unlockedPath(node) }
-    }
-
-    static func unlockedPath(_ node: Node) -> String? {
-        if node.id == NodeTable.rootID { return "." }
-        var parts: [String] = []
-        var n = node
-        while n.id != NodeTable.rootID {
-            guard let p = n.parent else { return nil }
-            parts.append(n.name)
-            n = p
+    /// The names from the root down to `node` (empty for the root), or nil when the
+    /// node, or a directory above it, has been removed from the union.
+    public func path(of node: Node) -> [Name]? {
+        state.withLock { _ in
+            var parts: [Name] = []
+            var n = node
+            while n.id != NodeTable.rootID {
+                guard let p = n.parent else { return nil }
+                parts.append(n.name)
+                n = p
+            }
+            return parts.reversed()
         }
-        return parts.reversed().joined(separator: "/")
     }
 
     /// Records a kernel lookup of `name` in `parent`: reuses the node already known
     /// there (refreshing what it resolves to), or the node of the same hard-linked
     /// file under another name, or makes a new one.
-    public func remember(parent: Node, name: String, type: mode_t, layers: [Int], key: InodeKey? = nil,
+    public func remember(parent: Node, name: Name, type: mode_t, layers: [Int], key: InodeKey? = nil,
                          ino: () -> UInt64) -> Node {
         state.withLock { s in
             if let n = parent.children[name], n.type == type {
@@ -139,7 +136,7 @@ public final class NodeTable: @unchecked Sendable {
     }
 
     /// Adds a new name for `node` (a hard link made through the union).
-    public func addAlias(_ node: Node, parent: Node, name: String, key: InodeKey) {
+    public func addAlias(_ node: Node, parent: Node, name: Name, key: InodeKey) {
         state.withLock { s in
             Self.unlockedUnlink(parent, name)
             node.aliases.append((parent, name))
@@ -153,7 +150,7 @@ public final class NodeTable: @unchecked Sendable {
     }
 
     /// Removes one name from the tree; a node keeps living under its other names.
-    static func unlockedUnlink(_ parent: Node, _ name: String) {
+    static func unlockedUnlink(_ parent: Node, _ name: Name) {
         guard let n = parent.children.removeValue(forKey: name) else { return }
         if n.parent === parent && n.name == name {
             if let next = n.aliases.popLast() {
@@ -161,7 +158,7 @@ public final class NodeTable: @unchecked Sendable {
                 n.name = next.name
             } else {
                 n.parent = nil
-                n.name = ""
+                n.name = Name()
             }
         } else {
             n.aliases.removeAll { $0.parent === parent && $0.name == name }
@@ -178,7 +175,7 @@ public final class NodeTable: @unchecked Sendable {
     }
 
     /// The node the kernel may already hold at `name` in `parent`, if any.
-    public func child(_ parent: Node, _ name: String) -> Node? {
+    public func child(_ parent: Node, _ name: Name) -> Node? {
         state.withLock { _ in parent.children[name] }
     }
 
@@ -199,12 +196,12 @@ public final class NodeTable: @unchecked Sendable {
 
     /// The name was removed from the union: the node stays valid for open handles
     /// (the kernel still holds its id) but is no longer reachable by that name.
-    public func detach(_ parent: Node, _ name: String) {
+    public func detach(_ parent: Node, _ name: Name) {
         state.withLock { _ in Self.unlockedUnlink(parent, name) }
     }
 
     /// Moves the node at `name` in `from` to `newName` in `to`, replacing what was there.
-    public func move(from: Node, _ name: String, to: Node, _ newName: String) {
+    public func move(from: Node, _ name: Name, to: Node, _ newName: Name) {
         state.withLock { _ in
             guard let n = from.children[name] else {
                 Self.unlockedUnlink(to, newName)
@@ -225,11 +222,11 @@ public final class NodeTable: @unchecked Sendable {
     }
 
     /// Swaps two names (RENAME_EXCHANGE).
-    public func exchange(_ a: Node, _ aName: String, _ b: Node, _ bName: String) {
+    public func exchange(_ a: Node, _ aName: Name, _ b: Node, _ bName: Name) {
         state.withLock { _ in
             let na = a.children.removeValue(forKey: aName)
             let nb = b.children.removeValue(forKey: bName)
-            func rename(_ n: Node, _ fromP: Node, _ fromName: String, _ toP: Node, _ toName: String) {
+            func rename(_ n: Node, _ fromP: Node, _ fromName: Name, _ toP: Node, _ toName: Name) {
                 if n.parent === fromP && n.name == fromName {
                     n.parent = toP
                     n.name = toName

@@ -1,9 +1,10 @@
 /// What the union is made of and how it behaves; filled from the command line.
+/// Paths are bytes, exactly as given.
 public struct UnionConfig: Sendable {
     /// Lower directories, top first.
-    public var lowerDirs: [String]
-    public var upperDir: String?
-    public var workDir: String?
+    public var lowerDirs: [[UInt8]]
+    public var upperDir: [UInt8]?
+    public var workDir: [UInt8]?
     /// Marker format to write; nil detects it from what the upper filesystem allows.
     public var markerFormat: MarkerFormat?
     /// `volatile` / `fsync=0`: skip every fsync to upper (containers/storage's throwaway layers).
@@ -19,7 +20,7 @@ public struct UnionConfig: Sendable {
     /// fuse-overlayfs's static_nlink: every directory reports one link.
     public var staticNlink = false
 
-    public init(lowerDirs: [String], upperDir: String? = nil, workDir: String? = nil) {
+    public init(lowerDirs: [[UInt8]], upperDir: [UInt8]? = nil, workDir: [UInt8]? = nil) {
         self.lowerDirs = lowerDirs
         self.upperDir = upperDir
         self.workDir = workDir

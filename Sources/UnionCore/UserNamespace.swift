@@ -1,4 +1,3 @@
-import CFuse
 import Glibc
 
 /// What the daemon's user namespace does to ownership.
@@ -28,13 +27,14 @@ public struct UserNamespace: Sendable {
     public func isUnmapped(uid: UInt32) -> Bool { overflow.map { $0.uid == uid } ?? false }
     public func isUnmapped(gid: UInt32) -> Bool { overflow.map { $0.gid == gid } ?? false }
 
+    /// A small /proc file as text (ASCII numbers); nil when it cannot be read.
     static func read(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
+        guard let fd = try? Sys.openPath(Array(path.utf8), O_RDONLY) else { return nil }
+        defer { Sys.close(fd) }
         var buf = [UInt8](repeating: 0, count: 4096)
-        let n = Glibc.read(fd, &buf, buf.count)
-        return n > 0 ? String(decoding: buf[0..<n], as: UTF8.self) : nil
+        guard let n = try? buf.withUnsafeMutableBytes({ (b: UnsafeMutableRawBufferPointer) throws(Errno) -> Int in try Sys.read(fd, b) }),
+              n > 0 else { return nil }
+        return String(decoding: buf[0..<n], as: UTF8.self)
     }
 }
 

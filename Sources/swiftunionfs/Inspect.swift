@@ -1,9 +1,11 @@
-import CFuse
 import FuseBridge
 import Glibc
 import UnionCore
 
-/// `swiftunionfs inspect`: what each layer holds at a path, and which one wins — without mounting.
+/// `swiftunionfs inspect`: what each layer holds at a path, and which one wins — without
+/// mounting. The verdict is the resolver's own decisions (`Union.explain`), so it cannot
+/// tell a different story from the lookups of a mount; only the description of what each
+/// layer holds is written here.
 enum Inspect {
     static func main(_ args: [String]) -> Int32 {
         var tree = false
@@ -18,8 +20,11 @@ enum Inspect {
             if let u = cmd.upperDir { cmd.upperDir = try Validation.directory(u, role: "upperdir").0 }
             // No workdir: inspecting takes no lock and never cleans or writes anything.
             cmd.workDir = nil
-            let union = try Mounter.makeUnion(cmd, events: NullEventSink())
-            let path = cmd.mountpoint!.split(separator: "/").map(String.init)
+            let union: Union
+            do { union = try Union(config: Mounter.config(cmd)) } catch {
+                throw UsageError(message: Daemon.describe(error, Mounter.config(cmd)))
+            }
+            let path = Bytes.components(pathBytes(cmd.mountpoint!)).filter { $0 != .dot }
             print(try report(union, path))
             if tree { print(try treeReport(union, path)) }
             return 0
@@ -35,9 +40,14 @@ enum Inspect {
         }
     }
 
-    /// One layer's object at a name, in words.
-    static func describe(_ dirFD: Int32, _ name: String) -> (text: String, kind: Kind) {
-        guard let st = try? Sys.statIfPresent(dirFD, name) else {
+    enum Kind { case absent, whiteout, directory, opaque, other }
+
+    /// One layer's object at a name, in words (for display only: the verdict comes from
+    /// the resolver).
+    static func describe(_ dirFD: Int32, _ name: Name) -> (text: String, kind: Kind) {
+        let st: stat?
+        do { st = try Sys.statIfPresent(dirFD, name) } catch { return ("unreadable (\(error.name))", .other) }
+        guard let st else {
             if (try? Markers.hasOCIWhiteout(dir: dirFD, name: name)) == true {
                 return ("whiteout (.wh.\(name) file, OCI format)", .whiteout)
             }
@@ -46,19 +56,16 @@ enum Inspect {
         switch st.fileType {
         case S_IFCHR where st.st_rdev == 0: return ("whiteout (0/0 character device, kernel format)", .whiteout)
         case S_IFDIR:
-            let fd = try? Sys.openAt(dirFD, name, O_PATH | O_DIRECTORY)
-            defer { if let fd { Sys.close(fd) } }
             var how: [String] = []
-            if let fd {
-                for x in [Markers.trustedOpaque, Markers.userOpaque] where Sys.getxattrIfPresent(fd, x) == Array("y".utf8) {
-                    how.append("\(x)=y")
-                }
-                if (try? Sys.statIfPresent(fd, Markers.ociOpaqueName)) != nil { how.append(Markers.ociOpaqueName) }
+            let target = Sys.XattrTarget.entry(dirFD, name)
+            for x in [Markers.trustedOpaque, Markers.userOpaque] {
+                if (try? Sys.getxattrIfPresent(target, x)) == [UInt8(ascii: "y")] { how.append("\(x)=y") }
             }
+            if (try? Sys.statIfPresent(dirFD, name + "/" + Markers.ociOpaqueName)) != nil { how.append("\(Markers.ociOpaqueName)") }
             let mode = "mode 0" + String(st.st_mode & 0o7777, radix: 8)
             return how.isEmpty ? ("directory, \(mode)", .directory) : ("opaque directory (\(how.joined(separator: ", "))), \(mode)", .opaque)
         case S_IFLNK:
-            return ("symlink -> \((try? Sys.readlink(dirFD, name)) ?? "?")", .other)
+            return ("symlink -> \((try? Sys.readlink(dirFD, name)).map { Bytes.display($0) } ?? "?")", .other)
         case S_IFREG:
             return ("file, \(st.st_size) bytes, mode 0\(String(st.st_mode & 0o7777, radix: 8)), owner \(st.st_uid):\(st.st_gid)", .other)
         default:
@@ -66,95 +73,123 @@ enum Inspect {
         }
     }
 
-    enum Kind { case absent, whiteout, directory, opaque, other }
+    /// The directory at `parts` in one layer, walked one name at a time without following
+    /// symlinks; nil where the layer has none.
+    static func openDirectory(_ layer: Layer, _ parts: [Name]) -> Int32? {
+        if parts.isEmpty { return try? Sys.dup(layer.rootFD) }
+        return (try? ifPresent { () throws(Errno) -> Int32 in
+            try Sys.openBeneath(layer.rootFD, Bytes.join(parts), O_PATH | O_DIRECTORY)
+        }) ?? nil
+    }
 
-    static func report(_ union: Union, _ path: [String]) throws -> String {
-        let display = "/" + path.joined(separator: "/")
-        var out = "\(display)\n"
+    /// The node id of the merged directory at `parts`, and an explanation when an
+    /// ancestor is not a visible directory.
+    static func walk(_ union: Union, _ parts: [Name]) -> (UInt64?, String?) {
+        var cur = NodeTable.rootID
+        for (i, part) in parts.enumerated() {
+            do throws(Errno) {
+                let (node, _) = try union.lookup(cur, part)
+                guard node.isDirectory else {
+                    return (nil, "hidden: /\(Bytes.display(Bytes.join(Array(parts[...i])))) is not a directory")
+                }
+                cur = node.id
+            } catch {
+                return (nil, "hidden: /\(Bytes.display(Bytes.join(Array(parts[...i])))) is not a visible directory (\(error.name))")
+            }
+        }
+        return (cur, nil)
+    }
+
+    static func report(_ union: Union, _ path: [Name]) throws -> String {
+        var out = "/\(Bytes.display(Bytes.join(path)))\n"
         guard let name = path.last else {
-            for l in union.layers { out += "  \(pad(l.label)) \(l.path)  directory (layer root)\n" }
+            for l in union.layers { out += "  \(pad(l.label)) \(l.displayPath)  directory (layer root)\n" }
             return out + "result: the root merges \(union.nodes.layers(of: union.nodes.root).count) layer(s)\n"
         }
-        let parentPath = path.dropLast().isEmpty ? "." : path.dropLast().joined(separator: "/")
-        var winner: String?
+        let parentParts = Array(path.dropLast())
+        let (parentID, ancestorVerdict) = walk(union, parentParts)
+        var notes: [Int: String] = [:]
         var verdict = "no layer has it"
-        var merging = false
+        var stack: [Int] = []
+        if let parentID {
+            let explained = try union.explain(parentID, name)
+            stack = explained.stack
+            (notes, verdict) = narrate(union, explained.steps)
+        }
+        let consulted = Set(notes.keys)
         for layer in union.layers {
-            guard let dfd = try layer.openDirectory(parentPath) else {
-                out += "  \(pad(layer.label)) \(layer.path)  nothing (no directory \(parentPath) here)\n"
+            guard let dfd = openDirectory(layer, parentParts) else {
+                out += "  \(pad(layer.label)) \(layer.displayPath)  nothing (no directory /\(Bytes.display(Bytes.join(parentParts))) here)\n"
                 continue
             }
             defer { Sys.close(dfd) }
             let (text, kind) = describe(dfd, name)
-            var note = ""
-            if winner == nil || merging {
-                switch kind {
-                case .whiteout where winner == nil:
-                    winner = layer.label
-                    verdict = "hidden: whited out in \(layer.label)"
-                    note = "  <- hides every layer below"
-                case .directory where winner == nil, .opaque where winner == nil:
-                    winner = layer.label
-                    verdict = "visible: directory from \(layer.label)"
-                    merging = kind == .directory
-                    note = kind == .opaque ? "  <- wins; opaque: layers below are not merged" : "  <- wins"
-                case .other where winner == nil:
-                    winner = layer.label
-                    verdict = "visible: from \(layer.label), the topmost layer that has it"
-                    note = "  <- wins; shadows every layer below"
-                case .directory where merging:
-                    verdict += " + \(layer.label)"
-                    note = "  (merged)"
-                case .opaque where merging:
-                    verdict += " + \(layer.label)"
-                    note = "  (merged; opaque, stops the merge)"
-                    merging = false
-                case .whiteout, .other:
-                    if merging { note = "  (ends the merge)"; merging = false }
-                default: break
-                }
-            } else if kind != .absent {
-                note = "  (shadowed)"
+            var note = notes[layer.index] ?? ""
+            if note.isEmpty && kind != .absent && !consulted.contains(layer.index) {
+                note = stack.contains(layer.index) || ancestorVerdict != nil ? "  (shadowed)" : "  (not merged: the directory above is opaque here or absent)"
             }
-            out += "  \(pad(layer.label)) \(layer.path)  \(text)\(note)\n"
+            out += "  \(pad(layer.label)) \(layer.displayPath)  \(text)\(note)\n"
         }
-        // What an ancestor does to the path (a whiteout or a file above a directory).
-        var cur = NodeTable.rootID
-        for (i, part) in path.enumerated() {
-            do {
-                cur = try union.lookup(cur, part).0.id
-            } catch {
-                if i < path.count - 1 {
-                    verdict = "hidden: /\(path[...i].joined(separator: "/")) is not a visible directory"
-                }
-                break
-            }
-        }
-        return out + "result: \(verdict)\n"
+        return out + "result: \(ancestorVerdict ?? verdict)\n"
     }
 
-    static func treeReport(_ union: Union, _ path: [String]) throws -> String {
-        var cur = NodeTable.rootID
-        for part in path { cur = try union.lookup(cur, part).0.id }
-        let visible = Set(try union.list(cur).map(\.name))
-        let relDir = path.isEmpty ? "." : path.joined(separator: "/")
-        var names: [String] = []
-        var seen = Set<String>()
-        for layer in union.layers {
-            guard let fd = try layer.openDirectoryForListing(relDir) else { continue }
-            try Sys.readDirectory(fd) { name, _, _ in
-                var n = name
-                if n.hasPrefix(Markers.ociWhiteoutPrefix) && n != Markers.ociOpaqueName { n = String(n.dropFirst(4)) }
-                if n != Markers.ociOpaqueName && seen.insert(n).inserted { names.append(n) }
+    /// The resolver's decisions as notes per layer and a verdict.
+    static func narrate(_ union: Union, _ steps: [(layer: Int, decision: ResolveDecision)]) -> ([Int: String], String) {
+        var notes: [Int: String] = [:]
+        var verdict = "no layer has it"
+        var winnerIsDirectory = false
+        for (li, d) in steps {
+            let label = union.layers[li].label
+            switch d {
+            case .absent, .absentKnownMarkerFree:
+                notes[li] = notes[li] ?? ""
+            case .whiteout, .ociWhiteout:
+                verdict = "hidden: whited out in \(label)"
+                notes[li] = "  <- hides every layer below"
+            case .wins(let st):
+                winnerIsDirectory = st.isDirectory
+                if st.isDirectory {
+                    verdict = "visible: directory from \(label)"
+                    notes[li] = "  <- wins"
+                } else {
+                    verdict = "visible: from \(label), the topmost layer that has it"
+                    notes[li] = "  <- wins; shadows every layer below"
+                }
+            case .merges:
+                verdict += " + \(label)"
+                notes[li] = "  (merged)"
+            case .opaque:
+                notes[li] = winnerIsDirectory && notes[li] == "  (merged)"
+                    ? "  (merged; opaque, stops the merge)" : "  <- wins; opaque: layers below are not merged"
+            case .endsMerge:
+                notes[li] = "  (ends the merge)"
             }
         }
-        var out = "tree of /\(path.joined(separator: "/")):\n"
-        for name in names.sorted() {
+        return (notes, verdict)
+    }
+
+    static func treeReport(_ union: Union, _ path: [Name]) throws -> String {
+        guard let dirID = walk(union, path).0 else { throw UsageError(message: "/\(Bytes.display(Bytes.join(path))) is not a visible directory") }
+        let visible = Set(try union.list(dirID).map(\.name))
+        var names: [Name] = []
+        var seen = Set<Name>()
+        for layer in union.layers {
+            guard let dfd = openDirectory(layer, path) else { continue }
+            defer { Sys.close(dfd) }
+            let fd = try Sys.reopen(dfd, O_RDONLY | O_DIRECTORY)
+            try Sys.readDirectory(fd) { (name: Name, _: UInt8, _: UInt64) throws(Errno) in
+                if name == Markers.ociOpaqueName { return }
+                let n = Markers.ociWhiteoutTarget(name) ?? name
+                if seen.insert(n).inserted { names.append(n) }
+            }
+        }
+        var out = "tree of /\(Bytes.display(Bytes.join(path))):\n"
+        for name in names.sorted(by: { $0.bytes.lexicographicallyPrecedes($1.bytes) }) {
             var where_: [String] = []
             var firstKind: Kind?
             var firstLayer = ""
             for layer in union.layers {
-                guard let dfd = try layer.openDirectory(relDir) else { continue }
+                guard let dfd = openDirectory(layer, path) else { continue }
                 let (_, kind) = describe(dfd, name)
                 Sys.close(dfd)
                 if kind == .absent { continue }

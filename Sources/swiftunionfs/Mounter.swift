@@ -1,12 +1,12 @@
-import CFuse
 import FuseBridge
 import Glibc
 import UnionCore
 
-/// Builds the union, its observers and the session from a checked command line.
+/// Turns a checked command line into the daemon's plan; `Daemon.make` builds it.
 enum Mounter {
-    static func makeUnion(_ cmd: MountCommand, events: EventSink) throws -> Union {
-        var config = UnionConfig(lowerDirs: cmd.lowerDirs, upperDir: cmd.upperDir, workDir: cmd.workDir)
+    static func config(_ cmd: MountCommand) -> UnionConfig {
+        var config = UnionConfig(lowerDirs: cmd.lowerDirs.map(pathBytes), upperDir: cmd.upperDir.map(pathBytes),
+                                 workDir: cmd.workDir.map(pathBytes))
         config.skipSync = cmd.skipSync
         config.uidMap = cmd.uidMap
         config.gidMap = cmd.gidMap
@@ -15,46 +15,30 @@ enum Mounter {
         config.noXattrs = cmd.noXattrs
         config.staticNlink = cmd.staticNlink
         if cmd.whiteout != nil || cmd.xattrNamespace != nil {
-            config.markerFormat = MarkerFormat(whiteout: cmd.whiteout ?? .device,
-                                               xattrNamespace: cmd.xattrNamespace ?? (geteuid() == 0 ? "trusted" : "user"))
+            let ns = cmd.xattrNamespace.flatMap(MarkerFormat.Namespace.init(rawValue:)) ?? (geteuid() == 0 ? .trusted : .user)
+            config.markerFormat = MarkerFormat(whiteout: cmd.whiteout ?? .device, xattrNamespace: ns)
         }
-        do {
-            return try Union(config: config, events: events)
-        } catch let e as Errno where e.rawValue == EBUSY {
-            throw UsageError(message: "upperdir/workdir \(cmd.workDir ?? "") is already in use by another mount")
-        } catch let e as Errno where e.rawValue == EINVAL && cmd.workDir != nil {
-            throw UsageError(message: "workdir \(cmd.workDir!) holds work/incompat/volatile from a volatile kernel overlay mount: the upper may be inconsistent; remove workdir/work to use it anyway")
-        } catch let e as Errno where e.rawValue == EOPNOTSUPP {
-            throw UsageError(message: "upperdir \(cmd.upperDir ?? "") is on a filesystem without trusted.* or user.* xattrs: opaque directories cannot be recorded")
-        } catch let e as Errno {
-            throw UsageError(message: "cannot open the layers: \(e)")
-        }
+        return config
     }
 
-    static func makeTracer(_ cmd: MountCommand) throws -> Tracer? {
-        guard let target = cmd.trace else { return nil }
-        var ops: Set<Op>?
-        if let names = cmd.traceOps {
-            ops = []
-            for n in names {
-                guard let op = Op.named(n) else { throw UsageError(message: "trace_ops: unknown operation \(n)") }
-                ops!.insert(op)
-            }
+    static func plan(_ cmd: MountCommand, mountpoint: [UInt8]) -> DaemonPlan {
+        var session = Session.Options(mountpoint: mountpoint, fuseOptions: fuseOptions(cmd))
+        session.foreground = cmd.foreground
+        session.debug = cmd.debug
+        session.singleThreaded = cmd.singleThreaded
+        session.statsFile = cmd.statsFile.map(pathBytes)
+        var plan = DaemonPlan(config: config(cmd), session: session)
+        plan.timeout = cmd.timeout
+        if let target = cmd.trace {
+            var t = DaemonPlan.Trace(file: target.isEmpty ? nil : pathBytes(target))
+            t.format = Tracer.Format(rawValue: cmd.traceFormat) ?? .text
+            t.ops = cmd.traceOps
+            t.pathPrefix = cmd.tracePath.map(pathBytes)
+            plan.trace = t
         }
-        var fd = STDERR_FILENO
-        if !target.isEmpty {
-            fd = suf_open_mode(target, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-            guard fd >= 0 else { throw UsageError(message: "trace file \(target): \(String(cString: strerror(errno)))") }
-        }
-        return Tracer(fd: fd, format: Tracer.Format(rawValue: cmd.traceFormat)!, ops: ops, pathPrefix: cmd.tracePath, enabled: true)
-    }
-
-    /// The directory-descriptor cache holds up to 4096 fds: lift the soft limit to the hard one.
-    static func raiseOpenFileLimit() {
-        var lim = rlimit()
-        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &lim) == 0, lim.rlim_cur < lim.rlim_max else { return }
-        lim.rlim_cur = lim.rlim_max
-        _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &lim)
+        plan.verbose = cmd.verbose
+        plan.whiteoutChosen = cmd.whiteout != nil
+        return plan
     }
 
     static func fuseOptions(_ cmd: MountCommand) -> [String] {
@@ -72,33 +56,25 @@ enum Mounter {
         // container root needs both. Root only: FUSE forces nosuid,nodev for users anyway.
         if geteuid() == 0 {
             if !opts.contains("nosuid") && !opts.contains("suid") { opts.append("suid") }
-            if !opts.contains("nodev") && !opts.contains("dev") { opts.append("dev") }
+            if !opts.contains("dev") && !opts.contains("nodev") { opts.append("dev") }
         }
         return opts
     }
 
     static func mount(_ cmd: MountCommand) throws -> Int32 {
         umask(0)  // modes given by callers arrive with their umask applied already
-        raiseOpenFileLimit()
-        let tracer = try makeTracer(cmd)
-        let stats = Statistics()
-        let union = try makeUnion(cmd, events: Observers(tracer: tracer, stats: stats))
-        if let upper = union.upper, union.format.whiteout == .ociFile, cmd.whiteout == nil {
-            fail("note: \(upper.path) refuses 0/0 device nodes; whiteouts are written as .wh.NAME files")
+        let session: Session
+        do {
+            session = try Daemon.make(plan(cmd, mountpoint: pathBytes(cmd.mountpoint!)))
+        } catch {
+            throw UsageError(message: error.message)
         }
-        let describe = "layers: " + union.layers.map { "\($0.label)=\($0.path)" }.joined(separator: " ")
-            + (union.isReadOnly ? " (read-only)" : "; markers: \(union.format)")
-        tracer?.note(describe)
-        if cmd.verbose { fail(describe) }
-        let bridge = Bridge(union: union, timeout: cmd.timeout, tracer: tracer, stats: stats)
-        var opts = Session.Options(mountpoint: cmd.mountpoint!, fuseOptions: fuseOptions(cmd))
-        opts.foreground = cmd.foreground
-        opts.debug = cmd.debug
-        opts.singleThreaded = cmd.singleThreaded
-        opts.statsFile = cmd.statsFile
-        return Session(bridge: bridge, options: opts).run()
+        return session.run()
     }
 }
+
+/// A path from the command line as the bytes the kernel is given.
+func pathBytes(_ s: String) -> [UInt8] { Array(s.utf8) }
 
 extension String {
     func replacingOccurrences(_ a: Character, _ b: Character) -> String { String(map { $0 == a ? b : $0 }) }

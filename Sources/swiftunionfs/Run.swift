@@ -1,4 +1,4 @@
-import CFuse
+import CLinux
 import FuseBridge
 import Glibc
 import UnionCore
@@ -67,19 +67,9 @@ enum RunCommand {
             for i in spec.binds.indices {
                 spec.binds[i].source = try Validation.absolute(spec.binds[i].source)
             }
-            let tracer = try Mounter.makeTracer(spec.mount)
-            let stats = Statistics()
-            let union = try Mounter.makeUnion(spec.mount, events: Observers(tracer: tracer, stats: stats))
-            if spec.mount.verbose {
-                fail("layers: " + union.layers.map { "\($0.label)=\($0.path)" }.joined(separator: " "))
-            }
-            let bridge = Bridge(union: union, timeout: spec.mount.timeout, tracer: tracer, stats: stats)
-            var opts = Session.Options(mountpoint: root, fuseOptions: Mounter.fuseOptions(spec.mount))
-            opts.foreground = false  // statistics only to stats=FILE, not on every exit
-            opts.debug = spec.mount.debug
-            opts.singleThreaded = spec.mount.singleThreaded
-            opts.statsFile = spec.mount.statsFile
-            session = Session(bridge: bridge, options: opts)
+            var plan = Mounter.plan(spec.mount, mountpoint: pathBytes(root))
+            plan.session.foreground = false  // statistics only to stats=FILE, not on every exit
+            do { session = try Daemon.make(plan) } catch { throw UsageError(message: error.message) }
             guard let s = session.mountOnly() else { return setupStatus }
             se = s
         } catch let e as UsageError {
@@ -110,7 +100,7 @@ enum RunCommand {
             _exit(session.serveMounted(se))
         }
         // Only D may hold the connection: when D dies, the mount must fail, not hang.
-        close(fuse_session_fd(se))
+        Session.closeConnection(in: se)
 
         let status = runCommand(spec, root: root, parent: parent)
 

@@ -1,4 +1,3 @@
-import CFuse
 import FuseBridge
 import Glibc
 import UnionCore

@@ -1,4 +1,4 @@
-import CFuse
+import CLinux
 import Glibc
 
 /// An errno value, thrown by every syscall wrapper and answered to the kernel as is.
@@ -34,6 +34,24 @@ public struct Errno: Error, Hashable, Sendable, CustomStringConvertible {
     public static let badFD = Errno(EBADF)
     public static let range = Errno(ERANGE)
     public static let loop = Errno(ELOOP)
+    public static let overflow = Errno(EOVERFLOW)
+    public static let noDevice = Errno(ENXIO)
+    public static let tooManyFiles = Errno(EMFILE)
+
+    /// "Not in this layer": the only errnos a probe may take for absence. Anything
+    /// else (EACCES, EIO, EMFILE, ENOMEM, ...) is an answer the caller must get, or a
+    /// deleted file could come back.
+    public var meansAbsent: Bool { rawValue == ENOENT || rawValue == ENOTDIR }
+
+    /// "This object has no such xattr": ENODATA, or EOPNOTSUPP from a filesystem that
+    /// cannot hold one at all.
+    public var meansNoXattr: Bool { rawValue == ENODATA || rawValue == EOPNOTSUPP }
+}
+
+/// Runs a probe, turning "not in this layer" into nil; every other errno is thrown.
+@inline(__always)
+public func ifPresent<T>(_ probe: () throws(Errno) -> T) throws(Errno) -> T? {
+    do throws(Errno) { return try probe() } catch where error.meansAbsent { return nil }
 }
 
 /// Runs a syscall until it does not fail with EINTR; throws its errno otherwise.

@@ -1,0 +1,136 @@
+/*
+ * The Linux calls that Glibc only declares under _GNU_SOURCE (which Swift's Glibc
+ * module is not built with), and the macros and variadic functions Swift cannot
+ * call. Everything here is a direct, thin wrapper: no logic, no allocation,
+ * errors returned as -1 with errno untouched. No libfuse: the union core and the
+ * command link this module, never libfuse (see CFuse).
+ */
+#ifndef SWIFTUNIONFS_CLINUX_H
+#define SWIFTUNIONFS_CLINUX_H
+
+#include <sys/xattr.h>
+#include <sys/syscall.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/sysmacros.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <linux/fs.h>
+#include <linux/openat2.h>
+#include <linux/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <errno.h>
+#include <string.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <signal.h>
+#include <sched.h>
+#include <syslog.h>
+#include <time.h>
+
+/* ---- constants Glibc hides behind _GNU_SOURCE (values from the Linux ABI) -- */
+
+#define SUF_O_PATH     010000000
+#define SUF_O_DIRECT   040000
+#define SUF_O_TMPFILE  (020000000 | 0200000)
+#define SUF_UTIME_NOW  1073741823l
+#define SUF_UTIME_OMIT 1073741822l
+#define SUF_SEEK_DATA  3
+#define SUF_SEEK_HOLE  4
+#define SUF_AT_EMPTY_PATH 0x1000
+
+#define SUF_CLONE_NEWNS   0x00020000
+#define SUF_CLONE_NEWUTS  0x04000000
+#define SUF_CLONE_NEWUSER 0x10000000
+#define SUF_CLONE_NEWPID  0x20000000
+
+/* ---- syscalls Glibc hides behind _GNU_SOURCE ---------------------------- */
+
+static inline int suf_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve) {
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = flags;
+    how.mode = mode;
+    how.resolve = resolve;
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+
+static inline int suf_renameat2(int olddir, const char *oldname, int newdir, const char *newname, unsigned int flags) {
+    return (int)syscall(SYS_renameat2, olddir, oldname, newdir, newname, flags);
+}
+
+static inline ssize_t suf_copy_file_range(int in, int64_t *inoff, int out, int64_t *outoff, size_t len) {
+    return (ssize_t)syscall(SYS_copy_file_range, in, (loff_t *)inoff, out, (loff_t *)outoff, len, 0u);
+}
+
+static inline int suf_fallocate(int fd, int mode, int64_t offset, int64_t len) {
+    return (int)syscall(SYS_fallocate, fd, mode, (off_t)offset, (off_t)len);
+}
+
+static inline int suf_ficlone(int dest, int src) { return ioctl(dest, FICLONE, src); }
+static inline int suf_unshare(int flags) { return (int)syscall(SYS_unshare, flags); }
+static inline int suf_pivot_root(const char *new_root, const char *put_old) {
+    return (int)syscall(SYS_pivot_root, new_root, put_old);
+}
+static inline int suf_flock(int fd, int op) { return flock(fd, op); }
+static inline int suf_open_mode(const char *path, int flags, unsigned mode) { return open(path, flags, mode); }
+static inline int suf_openat_mode(int dirfd, const char *path, int flags, unsigned mode) {
+    return openat(dirfd, path, flags, mode);
+}
+static inline int suf_ioctl_int(int fd, unsigned long req, int arg) { return ioctl(fd, req, arg); }
+static inline int suf_fcntl_int(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
+
+static inline dev_t suf_makedev(unsigned int maj, unsigned int min) { return makedev(maj, min); }
+static inline unsigned int suf_major(dev_t d) { return major(d); }
+static inline unsigned int suf_minor(dev_t d) { return minor(d); }
+
+static inline int suf_errno(void) { return errno; }
+static inline void suf_set_errno(int e) { errno = e; }
+
+/* strerrorname_np is GNU-only; NULL for numbers it does not know. */
+extern const char *strerrorname_np(int errnum);
+static inline const char *suf_errname(int e) { return strerrorname_np(e); }
+static inline pid_t suf_gettid(void) { return (pid_t)syscall(SYS_gettid); }
+
+static inline int suf_mount(const char *source, const char *target, const char *fstype,
+                            unsigned long flags, const char *data) {
+    return mount(source, target, fstype, flags, data);
+}
+static inline int suf_umount2(const char *target, int flags) { return umount2(target, flags); }
+static inline int suf_sethostname(const char *name, size_t len) { return sethostname(name, len); }
+static inline int suf_prctl_pdeathsig(int sig) { return prctl(PR_SET_PDEATHSIG, (unsigned long)sig, 0, 0, 0); }
+static inline pid_t suf_fork(void) { return fork(); }
+
+static inline int suf_nofile_limits(uint64_t *soft, uint64_t *hard) {
+    struct rlimit r;
+    if (getrlimit(RLIMIT_NOFILE, &r) != 0) return -1;
+    *soft = r.rlim_cur;
+    *hard = r.rlim_max;
+    return 0;
+}
+static inline int suf_set_nofile_soft(uint64_t soft) {
+    struct rlimit r;
+    if (getrlimit(RLIMIT_NOFILE, &r) != 0) return -1;
+    r.rlim_cur = soft;
+    return setrlimit(RLIMIT_NOFILE, &r);
+}
+
+/* syslog is variadic: one preformatted line. */
+static inline void suf_openlog(const char *ident) { openlog(ident, LOG_PID | LOG_NDELAY, LOG_DAEMON); }
+static inline void suf_syslog(int priority, const char *line) { syslog(priority, "%s", line); }
+
+/* ---- relaxed atomics for lock-free counters ----------------------------- */
+
+static inline void suf_atomic_add(uint64_t *p, uint64_t v) { __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+static inline uint64_t suf_atomic_load(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void suf_atomic_max(uint64_t *p, uint64_t v) {
+    uint64_t cur = __atomic_load_n(p, __ATOMIC_RELAXED);
+    while (v > cur && !__atomic_compare_exchange_n(p, &cur, v, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
+}
+
+#endif

@@ -1,0 +1,133 @@
+import Glibc
+
+/// New names: create, mkdir, mknod, symlink, link. Each lands in upper, over a
+/// whiteout when the name was deleted from a lower layer.
+extension Union {
+    /// What is in upper at a name the merged view shows as absent.
+    struct Vacancy {
+        var deviceWhiteout = false
+        var ociWhiteout = false
+        var hidesLower: Bool { deviceWhiteout || ociWhiteout }
+    }
+
+    /// Checks that `name` is free in `parent`, copies `parent` up, and tells what
+    /// marker occupies the name in upper.
+    func vacancy(_ parent: Node, _ name: Name) throws(Errno) -> Vacancy {
+        guard parent.isDirectory else { throw Errno.notDirectory }
+        guard name.count <= Int(NAME_MAX) else { throw Errno.nameTooLong }
+        if Markers.isOCIMarkerName(name) { throw Errno.permission }
+        let (upper, _, _) = try requireUpper()
+        if try resolver.resolve(parent, name) != nil { throw Errno.exists }
+        try copyUp(parent)
+        return try resolver.withDirectory(parent, in: upper.index) { (dfd: Int32) throws(Errno) -> Vacancy in
+            var v = Vacancy()
+            if let st = try Sys.statIfPresent(dfd, name) {
+                guard st.isWhiteoutDevice else { throw Errno.exists }
+                v.deviceWhiteout = true
+            }
+            v.ociWhiteout = try Markers.hasOCIWhiteout(dir: dfd, name: name)
+            return v
+        }
+    }
+
+    /// Creates a new object at `name` in `parent`: directly in upper when the name is
+    /// free there, else built in workdir and renamed over the whiteout in one step.
+    /// `make` creates the object at (dir, name); the object gets the caller as owner.
+    func createEntry(_ parentID: UInt64, _ name: Name, _ caller: Caller, type: mode_t,
+                     make: (Int32, Name) throws(Errno) -> Void) throws(Errno) -> (Node, stat) {
+        let parent = try node(parentID)
+        let v = try vacancy(parent, name)
+        let (upper, work, markers) = try requireUpper()
+        let st = try resolver.withDirectory(parent, in: upper.index) { (dfd: Int32) throws(Errno) -> stat in
+            let parentStat = try Sys.fstat(dfd)
+            let (dir, entry) = v.deviceWhiteout ? (work.fd, work.tempName()) : (dfd, name)
+            try make(dir, entry)
+            do throws(Errno) {
+                let (uid, gid) = presenter.storedOwner(caller, parent: parentStat)
+                let made = try Sys.stat(dir, entry)
+                if made.st_uid != uid || made.st_gid != gid { try Sys.lchownAt(dir, entry, uid, gid) }
+                if type == S_IFDIR && v.hidesLower { try markers.markOpaque(dir, entry, path: displayPath(parentID, child: name)) }
+                if v.deviceWhiteout {
+                    if type == S_IFDIR {
+                        // A directory cannot be renamed over a device: swap, then drop the whiteout.
+                        try Sys.rename(dir, entry, dfd, name, flags: Sys.renameExchange)
+                        try Sys.unlink(dir, entry)
+                    } else {
+                        try Sys.rename(dir, entry, dfd, name)
+                    }
+                }
+            } catch {
+                try? Sys.unlink(dir, entry, directory: type == S_IFDIR)
+                throw error
+            }
+            if v.ociWhiteout { try markers.clearOCIWhiteout(dfd, name) }
+            return try Sys.stat(dfd, name)
+        }
+        let n = nodes.remember(parent: parent, name: name, type: st.fileType, layers: [upper.index]) {
+            presenter.mapIno(UInt64(st.st_ino), layer: upper.index)
+        }
+        return (n, present(n, st))
+    }
+
+    public func create(_ parentID: UInt64, _ name: Name, mode: mode_t, flags: Int32, caller: Caller) throws(Errno) -> (Node, stat, Int32) {
+        var fd: Int32 = -1
+        let accmode = flags & O_ACCMODE
+        let openFlags = (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_DIRECT | O_ACCMODE)) | (accmode == O_RDONLY ? O_RDWR : accmode)
+        do throws(Errno) {
+            let (n, st) = try createEntry(parentID, name, caller, type: S_IFREG) { (dir: Int32, entry: Name) throws(Errno) in
+                fd = try Sys.openAt(dir, entry, openFlags | O_CREAT | O_EXCL, mode: mode & 0o7777)
+            }
+            nodes.locked { n.openCount += 1 }
+            return (n, st, fd)
+        } catch {
+            if fd >= 0 { Sys.close(fd) }
+            throw error
+        }
+    }
+
+    public func mkdir(_ parentID: UInt64, _ name: Name, mode: mode_t, caller: Caller) throws(Errno) -> (Node, stat) {
+        try createEntry(parentID, name, caller, type: S_IFDIR) { (dir: Int32, entry: Name) throws(Errno) in
+            try Sys.mkdir(dir, entry, mode & 0o7777)
+        }
+    }
+
+    public func mknod(_ parentID: UInt64, _ name: Name, mode: mode_t, rdev: dev_t, caller: Caller) throws(Errno) -> (Node, stat) {
+        // A 0/0 device is a whiteout on disk: the kernel's overlay refuses to make one, so do we.
+        if mode & S_IFMT == S_IFCHR && rdev == 0 { throw Errno.permission }
+        return try createEntry(parentID, name, caller, type: mode & S_IFMT) { (dir: Int32, entry: Name) throws(Errno) in
+            try Sys.mknod(dir, entry, mode, rdev)
+        }
+    }
+
+    public func symlink(_ parentID: UInt64, _ name: Name, target: [UInt8], caller: Caller) throws(Errno) -> (Node, stat) {
+        try createEntry(parentID, name, caller, type: S_IFLNK) { (dir: Int32, entry: Name) throws(Errno) in
+            try Sys.symlink(target, dir, entry)
+        }
+    }
+
+    public func link(_ id: UInt64, _ newParentID: UInt64, _ newName: Name) throws(Errno) -> (Node, stat) {
+        let src = try node(id)
+        guard !src.isDirectory else { throw Errno.permission }
+        let (upper, work, markers) = try requireUpper()
+        try copyUp(src)
+        let newParent = try node(newParentID)
+        let v = try vacancy(newParent, newName)
+        let (srcParent, srcName) = nodes.locked { (src.parent, src.name) }
+        guard let srcParent else { throw Errno.noEntry }
+        let st = try resolver.withDirectory(srcParent, in: upper.index) { (sdir: Int32) throws(Errno) -> stat in
+            try resolver.withDirectory(newParent, in: upper.index) { (ddir: Int32) throws(Errno) -> stat in
+                if v.deviceWhiteout {
+                    let tmp = work.tempName()
+                    try Sys.link(sdir, srcName, work.fd, tmp)
+                    do throws(Errno) { try Sys.rename(work.fd, tmp, ddir, newName) } catch { try? Sys.unlink(work.fd, tmp); throw error }
+                } else {
+                    try Sys.link(sdir, srcName, ddir, newName)
+                }
+                if v.ociWhiteout { try markers.clearOCIWhiteout(ddir, newName) }
+                return try Sys.stat(ddir, newName)
+            }
+        }
+        nodes.addAlias(src, parent: newParent, name: newName, key: InodeKey(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)))
+        return (src, present(src, st))
+    }
+}
