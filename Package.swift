@@ -14,7 +14,10 @@ let package = Package(
         .target(name: "UnionCore", dependencies: ["CFuse"]),
         // The thin bridge from libfuse's low-level callbacks to UnionCore.
         .target(name: "FuseBridge", dependencies: ["UnionCore", "CFuse"]),
-        .executableTarget(name: "swiftunionfs", dependencies: ["FuseBridge", "UnionCore"]),
+        // The command line of a mount, parsed and checked from argv's bytes. No FUSE, no syscalls.
+        .target(name: "MountOptions", dependencies: ["UnionCore"]),
+        .executableTarget(name: "swiftunionfs", dependencies: ["FuseBridge", "UnionCore", "MountOptions"]),
         .testTarget(name: "UnionCoreTests", dependencies: ["UnionCore", "CFuse"]),
+        .testTarget(name: "MountOptionsTests", dependencies: ["MountOptions", "UnionCore"]),
     ]
 )

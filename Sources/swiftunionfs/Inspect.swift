@@ -1,25 +1,25 @@
 import CFuse
 import FuseBridge
 import Glibc
+import MountOptions
 import UnionCore
 
 /// `swiftunionfs inspect`: what each layer holds at a path, and which one wins — without mounting.
 enum Inspect {
-    static func main(_ args: [String]) -> Int32 {
+    static func main(_ args: [[UInt8]]) -> Int32 {
         var tree = false
-        var rest: [String] = []
+        var rest: [[UInt8]] = []
         for a in args {
-            if a == "--tree" { tree = true } else { rest.append(a) }
+            if a.elementsEqual("--tree".utf8) { tree = true } else { rest.append(a) }
         }
         do {
-            var cmd = try CommandLineParser.parse(rest)
-            guard !cmd.lowerDirs.isEmpty else { throw UsageError(message: "lowerdir= is required") }
-            cmd.lowerDirs = try cmd.lowerDirs.map { try Validation.directory($0, role: "lowerdir").0 }
-            if let u = cmd.upperDir { cmd.upperDir = try Validation.directory(u, role: "upperdir").0 }
+            var cmd = try MountCommand.parse(arguments: rest)
+            cmd.lowerDirs = try cmd.lowerDirs.map { legacyBytes(try Validation.directory(legacyPath($0), role: "lowerdir").0) }
+            if let u = cmd.upperDir { cmd.upperDir = legacyBytes(try Validation.directory(legacyPath(u), role: "upperdir").0) }
             // No workdir: inspecting takes no lock and never cleans or writes anything.
             cmd.workDir = nil
             let union = try Mounter.makeUnion(cmd, events: NullEventSink())
-            let path = cmd.mountpoint!.split(separator: "/").map(String.init)
+            let path = cmd.mountpoint!.split(separator: UInt8(ascii: "/")).map { legacyPath(Array($0)) }
             print(try report(union, path))
             if tree { print(try treeReport(union, path)) }
             return 0

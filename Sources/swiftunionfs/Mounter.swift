@@ -1,12 +1,14 @@
 import CFuse
 import FuseBridge
 import Glibc
+import MountOptions
 import UnionCore
 
 /// Builds the union, its observers and the session from a checked command line.
 enum Mounter {
     static func makeUnion(_ cmd: MountCommand, events: EventSink) throws -> Union {
-        var config = UnionConfig(lowerDirs: cmd.lowerDirs, upperDir: cmd.upperDir, workDir: cmd.workDir)
+        var config = UnionConfig(lowerDirs: cmd.lowerDirs.map(legacyPath), upperDir: cmd.upperDir.map(legacyPath),
+                                 workDir: cmd.workDir.map(legacyPath))
         config.skipSync = cmd.skipSync
         config.uidMap = cmd.uidMap
         config.gidMap = cmd.gidMap
@@ -16,16 +18,16 @@ enum Mounter {
         config.staticNlink = cmd.staticNlink
         if cmd.whiteout != nil || cmd.xattrNamespace != nil {
             config.markerFormat = MarkerFormat(whiteout: cmd.whiteout ?? .device,
-                                               xattrNamespace: cmd.xattrNamespace ?? (geteuid() == 0 ? "trusted" : "user"))
+                                               xattrNamespace: cmd.xattrNamespace?.rawValue ?? (geteuid() == 0 ? "trusted" : "user"))
         }
         do {
             return try Union(config: config, events: events)
         } catch let e as Errno where e.rawValue == EBUSY {
-            throw UsageError(message: "upperdir/workdir \(cmd.workDir ?? "") is already in use by another mount")
+            throw UsageError(message: "upperdir/workdir \(config.workDir ?? "") is already in use by another mount")
         } catch let e as Errno where e.rawValue == EINVAL && cmd.workDir != nil {
-            throw UsageError(message: "workdir \(cmd.workDir!) holds work/incompat/volatile from a volatile kernel overlay mount: the upper may be inconsistent; remove workdir/work to use it anyway")
+            throw UsageError(message: "workdir \(config.workDir!) holds work/incompat/volatile from a volatile kernel overlay mount: the upper may be inconsistent; remove workdir/work to use it anyway")
         } catch let e as Errno where e.rawValue == EOPNOTSUPP {
-            throw UsageError(message: "upperdir \(cmd.upperDir ?? "") is on a filesystem without trusted.* or user.* xattrs: opaque directories cannot be recorded")
+            throw UsageError(message: "upperdir \(config.upperDir ?? "") is on a filesystem without trusted.* or user.* xattrs: opaque directories cannot be recorded")
         } catch let e as Errno {
             throw UsageError(message: "cannot open the layers: \(e)")
         }
@@ -42,11 +44,13 @@ enum Mounter {
             }
         }
         var fd = STDERR_FILENO
-        if !target.isEmpty {
-            fd = suf_open_mode(target, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-            guard fd >= 0 else { throw UsageError(message: "trace file \(target): \(String(cString: strerror(errno)))") }
+        if case .file(let bytes) = target {
+            let file = legacyPath(bytes)
+            fd = suf_open_mode(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw UsageError(message: "trace file \(file): \(String(cString: strerror(errno)))") }
         }
-        return Tracer(fd: fd, format: Tracer.Format(rawValue: cmd.traceFormat)!, ops: ops, pathPrefix: cmd.tracePath, enabled: true)
+        return Tracer(fd: fd, format: Tracer.Format(rawValue: cmd.traceFormat.rawValue)!, ops: ops,
+                      pathPrefix: cmd.tracePath.map(legacyPath), enabled: true)
     }
 
     /// The directory-descriptor cache holds up to 4096 fds: lift the soft limit to the hard one.
@@ -58,9 +62,9 @@ enum Mounter {
     }
 
     static func fuseOptions(_ cmd: MountCommand) -> [String] {
-        var opts = cmd.fuseOptions
+        var opts = cmd.fuseOptions.map(legacyPath)
         if !opts.contains(where: { $0.hasPrefix("fsname=") }) {
-            opts.append("fsname=" + (cmd.source ?? "swiftunionfs").replacingOccurrences(",", "_"))
+            opts.append("fsname=" + (cmd.source.map(legacyPath) ?? "swiftunionfs").replacingOccurrences(",", "_"))
         }
         if !opts.contains(where: { $0.hasPrefix("subtype=") }) { opts.append("subtype=swiftunionfs") }
         // The kernel checks permissions against the attributes we report, as it does
@@ -91,11 +95,11 @@ enum Mounter {
         tracer?.note(describe)
         if cmd.verbose { fail(describe) }
         let bridge = Bridge(union: union, timeout: cmd.timeout, tracer: tracer, stats: stats)
-        var opts = Session.Options(mountpoint: cmd.mountpoint!, fuseOptions: fuseOptions(cmd))
+        var opts = Session.Options(mountpoint: legacyPath(cmd.mountpoint!), fuseOptions: fuseOptions(cmd))
         opts.foreground = cmd.foreground
         opts.debug = cmd.debug
         opts.singleThreaded = cmd.singleThreaded
-        opts.statsFile = cmd.statsFile
+        opts.statsFile = cmd.statsFile.map(legacyPath)
         return Session(bridge: bridge, options: opts).run()
     }
 }

@@ -1,6 +1,7 @@
 import CFuse
 import FuseBridge
 import Glibc
+import MountOptions
 import UnionCore
 
 /// `swiftunionfs run`: a command in a private root made of the union, container style.
@@ -36,7 +37,7 @@ enum RunCommand {
 
     static let forwarded: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT]
 
-    static func main(_ args: [String]) -> Int32 {
+    static func main(_ args: [[UInt8]]) -> Int32 {
         var spec: Spec
         do { spec = try parse(args) } catch let e as UsageError {
             fail(e.message)
@@ -58,7 +59,7 @@ enum RunCommand {
         }
         let root = String(cString: made)
         defer { rmdir(root) }
-        spec.mount.mountpoint = root
+        spec.mount.mountpoint = legacyBytes(root)
 
         let session: Session
         let se: OpaquePointer
@@ -78,7 +79,7 @@ enum RunCommand {
             opts.foreground = false  // statistics only to stats=FILE, not on every exit
             opts.debug = spec.mount.debug
             opts.singleThreaded = spec.mount.singleThreaded
-            opts.statsFile = spec.mount.statsFile
+            opts.statsFile = spec.mount.statsFile.map(legacyPath)
             session = Session(bridge: bridge, options: opts)
             guard let s = session.mountOnly() else { return setupStatus }
             se = s
@@ -123,7 +124,9 @@ enum RunCommand {
 
     // MARK: command line
 
-    static func parse(_ args: [String]) throws -> Spec {
+    static func parse(_ raw: [[UInt8]]) throws -> Spec {
+        // -o lists go to the parser as bytes; run's own flags and the command stay String for now.
+        let args = raw.map(legacyPath)
         var spec = Spec()
         var i = 0
         func value(_ flag: String) throws -> String {
@@ -145,7 +148,9 @@ enum RunCommand {
                 command = Array(args[(i + 1)...])
                 i = args.count
                 continue
-            case "-o": try CommandLineParser.apply(try value(a), to: &spec.mount)
+            case "-o":
+                _ = try value(a)
+                try spec.mount.apply(optionList: raw[i])
             case "-d", "--debug": spec.mount.debug = true
             case "-s": spec.mount.singleThreaded = true
             case "-v", "--verbose": spec.mount.verbose = true
@@ -168,8 +173,8 @@ enum RunCommand {
                     spec.env.append((kv, String(cString: v)))  // --env NAME: the caller's value
                 }
             default:
-                if a.hasPrefix("-o") && a.count > 2 && inline == nil {
-                    try CommandLineParser.apply(String(a.dropFirst(2)), to: &spec.mount)
+                if raw[i].starts(with: "-o".utf8) && raw[i].count > 2 && inline == nil {
+                    try spec.mount.apply(optionList: Array(raw[i].dropFirst(2)))
                 } else if a.hasPrefix("-") {
                     throw UsageError(message: "run: unknown flag \(args[i]) (see --help)")
                 } else {

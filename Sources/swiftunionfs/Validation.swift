@@ -1,5 +1,6 @@
 import CFuse
 import Glibc
+import MountOptions
 import UnionCore
 
 /// Checks made before anything is mounted; each failure is one line for the user.
@@ -29,10 +30,11 @@ enum Validation {
     /// Resolves and checks every directory of the command; returns them absolute.
     static func check(_ cmd: inout MountCommand) throws {
         guard !cmd.lowerDirs.isEmpty else { throw UsageError(message: "lowerdir= is required (lowerdir=TOP:...:BOTTOM)") }
-        cmd.lowerDirs = try cmd.lowerDirs.map { try directory($0, role: "lowerdir").0 }
-        guard let mnt = cmd.mountpoint else { throw UsageError(message: "no mountpoint given") }
-        cmd.mountpoint = try directory(mnt, role: "mountpoint").0
-        switch (cmd.upperDir, cmd.workDir) {
+        cmd.lowerDirs = try cmd.lowerDirs.map { legacyBytes(try directory(legacyPath($0), role: "lowerdir").0) }
+        guard let mnt = cmd.mountpoint.map(legacyPath) else { throw UsageError(message: "no mountpoint given") }
+        let mountpoint = try directory(mnt, role: "mountpoint").0
+        cmd.mountpoint = legacyBytes(mountpoint)
+        switch (cmd.upperDir.map(legacyPath), cmd.workDir.map(legacyPath)) {
         case (nil, nil): return
         case (.some, nil): throw UsageError(message: "upperdir needs a workdir on the same filesystem")
         case (nil, .some): throw UsageError(message: "workdir given without upperdir")
@@ -45,16 +47,16 @@ enum Validation {
             if inside(work, upper) || inside(upper, work) {
                 throw UsageError(message: "workdir \(work) and upperdir \(upper) must not contain each other")
             }
-            for lower in cmd.lowerDirs {
+            for lower in cmd.lowerDirs.map(legacyPath) {
                 if inside(upper, lower) { throw UsageError(message: "upperdir \(upper) is inside lowerdir \(lower)") }
                 if inside(lower, upper) { throw UsageError(message: "lowerdir \(lower) is inside upperdir \(upper)") }
                 if inside(work, lower) { throw UsageError(message: "workdir \(work) is inside lowerdir \(lower)") }
             }
-            if inside(upper, cmd.mountpoint!) || inside(work, cmd.mountpoint!) {
+            if inside(upper, mountpoint) || inside(work, mountpoint) {
                 throw UsageError(message: "upperdir and workdir must not be inside the mountpoint")
             }
-            cmd.upperDir = upper
-            cmd.workDir = work
+            cmd.upperDir = legacyBytes(upper)
+            cmd.workDir = legacyBytes(work)
         }
     }
 }

@@ -1,6 +1,7 @@
 import CFuse
 import FuseBridge
 import Glibc
+import MountOptions
 import UnionCore
 
 let version = "0.1.0"
@@ -40,15 +41,16 @@ func exitWithUsageError(_ message: String) -> Never {
     exit(2)
 }
 
-let argv = Array(CommandLine.arguments.dropFirst())
+let argv = rawArguments()
+func given(_ word: String) -> Bool { argv.contains { $0.elementsEqual(word.utf8) } }
 // Subcommands first: `run ... -- ls --help` must reach ls, not print our help.
-if argv.first == "inspect" { exit(Inspect.main(Array(argv.dropFirst()))) }
-if argv.first == "run" { exit(RunCommand.main(Array(argv.dropFirst()))) }
-if argv.contains("--help") || argv.contains("-h") { print(usage); exit(0) }
-if argv.contains("--version") || argv.contains("-V") { print("swiftunionfs \(version)"); exit(0) }
+if argv.first?.elementsEqual("inspect".utf8) == true { exit(Inspect.main(Array(argv.dropFirst()))) }
+if argv.first?.elementsEqual("run".utf8) == true { exit(RunCommand.main(Array(argv.dropFirst()))) }
+if given("--help") || given("-h") { print(usage); exit(0) }
+if given("--version") || given("-V") { print("swiftunionfs \(version)"); exit(0) }
 
 do {
-    var cmd = try CommandLineParser.parse(argv)
+    var cmd = try MountCommand.parse(arguments: argv)
     try Validation.check(&cmd)
     exit(try Mounter.mount(cmd))
 } catch let e as UsageError {
