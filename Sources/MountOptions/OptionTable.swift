@@ -23,10 +23,16 @@ enum OptionTable {
     struct Use {
         let key: String
         let item: OptionList.Item
+        /// The value unescaped; empty for a bare word.
+        let value: [UInt8]
         /// The value as written, escapes still in; nil for a bare word.
         var raw: ArraySlice<UInt8>? { item.rawValue }
-        /// The value unescaped (only called where the form guarantees a value).
-        var value: [UInt8] { OptionList.unescape(item.rawValue ?? []) }
+
+        init(key: String, item: OptionList.Item) {
+            self.key = key
+            self.item = item
+            value = OptionList.unescape(item.rawValue ?? [])
+        }
 
         func refuse(_ why: String) -> UsageError {
             UsageError(message: "option \(item.shown): \(why)")
