@@ -21,14 +21,16 @@ A union (overlay) filesystem in user space with the kernel overlayfs's semantics
   -V, --version      the version
 
 Union options:
-  lowerdir=L1:L2     read-only layers, the leftmost on top; write \\: for a ':' in a path
+  lowerdir=L1:L2     read-only layers, the leftmost on top
+                     (in every path \\: \\, \\\\ stand for : , \\; a setting given twice must agree)
   upperdir=DIR       the writable layer (without it the union is read-only)
   workdir=DIR        staging directory on upperdir's filesystem (kept for the kernel's format)
   volatile, fsync=0  never fsync the upper layer (throwaway containers)
   whiteout=device|oci        whiteouts written as 0/0 devices (default) or .wh.NAME files
   xattr_namespace=trusted|user, userxattr   where opaque marks go (default: detected)
   uidmapping=L:S:N[:L:S:N...], gidmapping=...   layer ids L..L+N show as S..S+N
-  timeout=SECONDS    kernel entry/attribute cache time (default 3600)
+  timeout=SECONDS    kernel entry/attribute cache time, 0 to 1000000000 (default 3600)
+  log=syslog|stderr|FILE     where the daemon reports errors after daemonizing (not yet used)
 Tracing and statistics:
   trace[=FILE]       one line per operation to stderr or FILE (SIGUSR1 toggles)
   trace_format=text|json, trace_ops=open:rename:..., trace_path=PREFIX
