@@ -252,3 +252,14 @@ def test_containers_storage_options_still_mount(layers):
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(timeout=20)
+
+
+@pytest.mark.parametrize("sub", ["inspect", "run"])
+def test_subcommands_refuse_bad_options_the_same_way(layers, sub):
+    opts = f"lowerdir={layers['lower']},upperdir={layers['upper']},workdir={layers['work']},uidmapping=0:4294967295:2"
+    args = [sub, "-o", opts] + (["f"] if sub == "inspect" else ["--", "/bin/true"])
+    rc, out, err, _ = run(args, layers["mnt"])
+    lines = [l for l in err.decode("utf-8", "backslashreplace").split("\n") if l.strip()]
+    assert rc == 2, (rc, err[:500])
+    assert len(lines) == 1 and "uidmapping" in lines[0], lines
+    assert os.listdir(layers["upper"]) == []

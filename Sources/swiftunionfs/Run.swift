@@ -152,7 +152,7 @@ enum RunCommand {
                 _ = try value(a)
                 try spec.mount.apply(optionList: raw[i])
             case "-d", "--debug": spec.mount.debug = true
-            case "-s": spec.mount.singleThreaded = true
+            case "-s": _ = try spec.mount.apply(flag: raw[i])  // -s and threaded= must agree
             case "-v", "--verbose": spec.mount.verbose = true
             case "--hostname":
                 let h = try arg()
