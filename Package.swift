@@ -20,7 +20,10 @@ let package = Package(
         .target(name: "UnionCore", dependencies: ["CLinux"]),
         // The thin bridge from libfuse's low-level callbacks to UnionCore.
         .target(name: "FuseBridge", dependencies: ["UnionCore", "CFuse", "CLinux"]),
-        .executableTarget(name: "swiftunionfs", dependencies: ["FuseBridge", "UnionCore", "CLinux"]),
+        // The command line of a mount, parsed and checked from argv's bytes. No FUSE, no syscalls.
+        .target(name: "MountOptions", dependencies: ["UnionCore"]),
+        .executableTarget(name: "swiftunionfs", dependencies: ["FuseBridge", "UnionCore", "MountOptions", "CLinux"]),
         .testTarget(name: "UnionCoreTests", dependencies: ["UnionCore", "CLinux"]),
+        .testTarget(name: "MountOptionsTests", dependencies: ["MountOptions", "UnionCore"]),
     ]
 )

@@ -16,13 +16,13 @@ nonisolated(unsafe) let signalCounts: UnsafeMutablePointer<UInt64> = {
 public final class Session: Sendable {
     public struct Options: Sendable {
         public var mountpoint: [UInt8]
-        /// Mount options for libfuse and the kernel (allow_other, fsname=, ...).
-        public var fuseOptions: [String]
+        /// Mount options for libfuse and the kernel (allow_other, fsname=, ...), as bytes.
+        public var fuseOptions: [[UInt8]]
         public var foreground = false
         public var debug = false
         public var singleThreaded = false
         public var statsFile: [UInt8]?
-        public init(mountpoint: [UInt8], fuseOptions: [String]) {
+        public init(mountpoint: [UInt8], fuseOptions: [[UInt8]]) {
             self.mountpoint = mountpoint
             self.fuseOptions = fuseOptions
         }
@@ -57,10 +57,12 @@ public final class Session: Sendable {
 
     /// A libfuse session over the bridge, with the mount options; nil after one error line.
     private func newSession() -> OpaquePointer? {
-        var argv = ["swiftunionfs"]
-        if options.debug { argv.append("-d") }
-        if !options.fuseOptions.isEmpty { argv += ["-o", options.fuseOptions.joined(separator: ",")] }
-        var cargs = argv.map { strdup($0) }
+        var argv: [[UInt8]] = [Array("swiftunionfs".utf8)]
+        if options.debug { argv.append(Array("-d".utf8)) }
+        if !options.fuseOptions.isEmpty {
+            argv += [Array("-o".utf8), Array(options.fuseOptions.joined(separator: [UInt8(ascii: ",")]))]
+        }
+        var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { a in Bytes.withCString(a) { strdup($0) } }
         defer { cargs.forEach { free($0) } }
         var args = fuse_args(argc: Int32(cargs.count), argv: nil, allocated: 0)
         var ops = Operations.table()

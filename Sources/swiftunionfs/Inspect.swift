@@ -1,5 +1,6 @@
 import FuseBridge
 import Glibc
+import MountOptions
 import UnionCore
 
 /// `swiftunionfs inspect`: what each layer holds at a path, and which one wins — without
@@ -7,16 +8,17 @@ import UnionCore
 /// tell a different story from the lookups of a mount; only the description of what each
 /// layer holds is written here.
 enum Inspect {
-    static func main(_ args: [String]) -> Int32 {
+    static func main(_ args: [[UInt8]]) -> Int32 {
         var tree = false
-        var rest: [String] = []
+        var rest: [[UInt8]] = []
         for a in args {
-            if a == "--tree" { tree = true } else { rest.append(a) }
+            if a.elementsEqual("--tree".utf8) { tree = true } else { rest.append(a) }
         }
         do {
-            var cmd = try CommandLineParser.parse(rest)
-            guard !cmd.lowerDirs.isEmpty else { throw UsageError(message: "lowerdir= is required") }
-            cmd.lowerDirs = try cmd.lowerDirs.map { try Validation.directory($0, role: "lowerdir").0 }
+            var cmd = try MountCommand.parse(arguments: rest)
+            var lowers: [[UInt8]] = []
+            for l in cmd.lowerDirs { lowers.append(try Validation.directory(l, role: "lowerdir").0) }
+            cmd.lowerDirs = lowers
             if let u = cmd.upperDir { cmd.upperDir = try Validation.directory(u, role: "upperdir").0 }
             // No workdir: inspecting takes no lock and never cleans or writes anything.
             cmd.workDir = nil
@@ -24,7 +26,7 @@ enum Inspect {
             do { union = try Union(config: Mounter.config(cmd)) } catch {
                 throw UsageError(message: Daemon.describe(error, Mounter.config(cmd)))
             }
-            let path = Bytes.components(pathBytes(cmd.mountpoint!)).filter { $0 != .dot }
+            let path = Bytes.components(cmd.mountpoint!).filter { $0 != .dot }
             print(try report(union, path))
             if tree { print(try treeReport(union, path)) }
             return 0

@@ -1,12 +1,12 @@
 import FuseBridge
 import Glibc
+import MountOptions
 import UnionCore
 
 /// Turns a checked command line into the daemon's plan; `Daemon.make` builds it.
 enum Mounter {
     static func config(_ cmd: MountCommand) -> UnionConfig {
-        var config = UnionConfig(lowerDirs: cmd.lowerDirs.map(pathBytes), upperDir: cmd.upperDir.map(pathBytes),
-                                 workDir: cmd.workDir.map(pathBytes))
+        var config = UnionConfig(lowerDirs: cmd.lowerDirs, upperDir: cmd.upperDir, workDir: cmd.workDir)
         config.skipSync = cmd.skipSync
         config.uidMap = cmd.uidMap
         config.gidMap = cmd.gidMap
@@ -15,7 +15,7 @@ enum Mounter {
         config.noXattrs = cmd.noXattrs
         config.staticNlink = cmd.staticNlink
         if cmd.whiteout != nil || cmd.xattrNamespace != nil {
-            let ns = cmd.xattrNamespace.flatMap(MarkerFormat.Namespace.init(rawValue:)) ?? (geteuid() == 0 ? .trusted : .user)
+            let ns = cmd.xattrNamespace.flatMap { MarkerFormat.Namespace(rawValue: $0.rawValue) } ?? (geteuid() == 0 ? .trusted : .user)
             config.markerFormat = MarkerFormat(whiteout: cmd.whiteout ?? .device, xattrNamespace: ns)
         }
         return config
@@ -26,46 +26,69 @@ enum Mounter {
         session.foreground = cmd.foreground
         session.debug = cmd.debug
         session.singleThreaded = cmd.singleThreaded
-        session.statsFile = cmd.statsFile.map(pathBytes)
+        session.statsFile = cmd.statsFile.map(absolute)
         var plan = DaemonPlan(config: config(cmd), session: session)
         plan.timeout = cmd.timeout
         if let target = cmd.trace {
-            var t = DaemonPlan.Trace(file: target.isEmpty ? nil : pathBytes(target))
-            t.format = Tracer.Format(rawValue: cmd.traceFormat) ?? .text
+            var t: DaemonPlan.Trace
+            switch target {
+            case .stderr: t = DaemonPlan.Trace(file: nil)
+            case .file(let f): t = DaemonPlan.Trace(file: f)
+            }
+            t.format = cmd.traceFormat == .json ? .json : .text
             t.ops = cmd.traceOps
-            t.pathPrefix = cmd.tracePath.map(pathBytes)
+            t.pathPrefix = cmd.tracePath
             plan.trace = t
+        }
+        switch cmd.log {
+        case nil: plan.log = nil
+        case .syslog: plan.log = .syslog
+        case .stderr: plan.log = .stderr
+        case .file(let f): plan.log = .file(f)
         }
         plan.verbose = cmd.verbose
         plan.whiteoutChosen = cmd.whiteout != nil
         return plan
     }
 
-    static func fuseOptions(_ cmd: MountCommand) -> [String] {
+    /// A relative statistics path is taken from where the command ran: daemonizing moves
+    /// the daemon to "/" before the file is written.
+    static func absolute(_ path: [UInt8]) -> [UInt8] {
+        guard path.first != UInt8(ascii: "/"), let cwd = try? Sys.realpath([UInt8(ascii: ".")]) else { return path }
+        return cwd + [UInt8(ascii: "/")] + path
+    }
+
+    /// The options handed to libfuse, as bytes (a SOURCE may hold any byte).
+    static func fuseOptions(_ cmd: MountCommand) -> [[UInt8]] {
         var opts = cmd.fuseOptions
-        if !opts.contains(where: { $0.hasPrefix("fsname=") }) {
-            opts.append("fsname=" + (cmd.source ?? "swiftunionfs").replacingOccurrences(",", "_"))
+        func has(_ key: String) -> Bool { opts.contains { $0.starts(with: Array(key.utf8)) } }
+        func flag(_ f: String) -> Bool { opts.contains { $0.elementsEqual(f.utf8) } }
+        if !has("fsname=") {
+            // libfuse splits on ',' and unescapes '\': neither may reach it from SOURCE.
+            let source = (cmd.source ?? Array("swiftunionfs".utf8)).map { $0 == UInt8(ascii: ",") || $0 == UInt8(ascii: "\\") ? UInt8(ascii: "_") : $0 }
+            opts.append(Array("fsname=".utf8) + source)
         }
-        if !opts.contains(where: { $0.hasPrefix("subtype=") }) { opts.append("subtype=swiftunionfs") }
+        if !has("subtype=") { opts.append(Array("subtype=swiftunionfs".utf8)) }
+        var words: [String] = []
         // The kernel checks permissions against the attributes we report, as it does
         // for its own overlay; without this every caller would act as the daemon.
-        if !opts.contains("default_permissions") { opts.append("default_permissions") }
+        if !flag("default_permissions") { words.append("default_permissions") }
         // A union is a shared view (container processes run as many users): visible to all, as overlayfs is.
-        if geteuid() == 0 && !opts.contains("allow_other") { opts.append("allow_other") }
+        if geteuid() == 0 && !flag("allow_other") { words.append("allow_other") }
         // The kernel's overlay honours set-id bits and device nodes of its layers; a
         // container root needs both. Root only: FUSE forces nosuid,nodev for users anyway.
         if geteuid() == 0 {
-            if !opts.contains("nosuid") && !opts.contains("suid") { opts.append("suid") }
-            if !opts.contains("dev") && !opts.contains("nodev") { opts.append("dev") }
+            if !flag("nosuid") && !flag("suid") { words.append("suid") }
+            if !flag("dev") && !flag("nodev") { words.append("dev") }
         }
-        return opts
+        return opts + words.map { Array($0.utf8) }
     }
 
-    static func mount(_ cmd: MountCommand) throws -> Int32 {
+    static func mount(_ cmd: MountCommand) throws(UsageError) -> Int32 {
         umask(0)  // modes given by callers arrive with their umask applied already
         let session: Session
         do {
-            session = try Daemon.make(plan(cmd, mountpoint: pathBytes(cmd.mountpoint!)))
+            session = try Daemon.make(plan(cmd, mountpoint: cmd.mountpoint!))
         } catch {
             throw UsageError(message: error.message)
         }
@@ -73,9 +96,3 @@ enum Mounter {
     }
 }
 
-/// A path from the command line as the bytes the kernel is given.
-func pathBytes(_ s: String) -> [UInt8] { Array(s.utf8) }
-
-extension String {
-    func replacingOccurrences(_ a: Character, _ b: Character) -> String { String(map { $0 == a ? b : $0 }) }
-}

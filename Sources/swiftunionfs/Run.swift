@@ -1,6 +1,7 @@
 import CLinux
 import FuseBridge
 import Glibc
+import MountOptions
 import UnionCore
 
 /// `swiftunionfs run`: a command in a private root made of the union, container style.
@@ -16,16 +17,17 @@ import UnionCore
 ///   mounts /proc, /dev, /sys and the binds inside the union, pivots into it and
 ///   execs the command.
 enum RunCommand {
-    struct Bind { var source: String; var target: String; var readOnly: Bool }
+    /// Every path, name and argument is bytes, passed to the kernel as given.
+    struct Bind { var source: [UInt8]; var target: [UInt8]; var readOnly: Bool }
 
     struct Spec {
         var mount = MountCommand()
-        var hostname: String?
+        var hostname: [UInt8]?
         var pidNamespace = false
         var binds: [Bind] = []
-        var workdir = "/"
-        var env: [(String, String)] = []
-        var command: [String] = ["/bin/sh"]
+        var workdir: [UInt8] = [UInt8(ascii: "/")]
+        var env: [([UInt8], [UInt8])] = []
+        var command: [[UInt8]] = [Array("/bin/sh".utf8)]
     }
 
     /// Exit statuses of `run` itself (the command's own status is passed through).
@@ -36,12 +38,12 @@ enum RunCommand {
 
     static let forwarded: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT]
 
-    static func main(_ args: [String]) -> Int32 {
+    static func main(_ args: [[UInt8]]) -> Int32 {
         var spec: Spec
-        do { spec = try parse(args) } catch let e as UsageError {
-            fail(e.message)
+        do { spec = try parse(args) } catch {
+            fail(error.message)
             return usageStatus
-        } catch { return usageStatus }
+        }
 
         // 1. Namespaces, first thing: a user namespace needs a single-threaded process.
         if let message = enterNamespaces() {
@@ -56,8 +58,8 @@ enum RunCommand {
             fail("cannot create a temporary directory in \(tmpBase): \(errorText())")
             return setupStatus
         }
-        let root = String(cString: made)
-        defer { rmdir(root) }
+        let root = Bytes.fromCString(made)
+        defer { try? Sys.removeDirectoryPath(root) }
         spec.mount.mountpoint = root
 
         let session: Session
@@ -67,7 +69,7 @@ enum RunCommand {
             for i in spec.binds.indices {
                 spec.binds[i].source = try Validation.absolute(spec.binds[i].source)
             }
-            var plan = Mounter.plan(spec.mount, mountpoint: pathBytes(root))
+            var plan = Mounter.plan(spec.mount, mountpoint: root)
             plan.session.foreground = false  // statistics only to stats=FILE, not on every exit
             do { session = try Daemon.make(plan) } catch { throw UsageError(message: error.message) }
             guard let s = session.mountOnly() else { return setupStatus }
@@ -86,7 +88,7 @@ enum RunCommand {
         let daemon = suf_fork()
         if daemon < 0 {
             fail("fork: \(errorText())")
-            _ = suf_umount2(root, Int32(MNT_DETACH))
+            try? Sys.unmount(root, flags: Int32(MNT_DETACH))
             return setupStatus
         }
         if daemon == 0 {
@@ -106,67 +108,66 @@ enum RunCommand {
 
         // 5. The end: detach the union here (C's namespace died with C); the
         // connection ends with the last reference, and D's loop with it.
-        _ = suf_umount2(root, Int32(MNT_DETACH))
+        try? Sys.unmount(root, flags: Int32(MNT_DETACH))
         reap(daemon, graceSeconds: 5)
         return status
     }
 
     // MARK: command line
 
-    static func parse(_ args: [String]) throws -> Spec {
+    static func parse(_ args: [[UInt8]]) throws(UsageError) -> Spec {
         var spec = Spec()
         var i = 0
-        func value(_ flag: String) throws -> String {
+        func text(_ b: [UInt8]) -> String { Printable.text(b) }
+        func value(_ flag: [UInt8]) throws(UsageError) -> [UInt8] {
             i += 1
-            guard i < args.count else { throw UsageError(message: "\(flag) needs a value") }
+            guard i < args.count else { throw UsageError(message: "\(text(flag)) needs a value") }
             return args[i]
         }
-        var command: [String] = []
+        var command: [[UInt8]] = []
+        let equals = UInt8(ascii: "="), dash = UInt8(ascii: "-")
         while i < args.count {
             var a = args[i]
-            var inline: String?
-            if a.hasPrefix("--"), let eq = a.firstIndex(of: "=") {
-                inline = String(a[a.index(after: eq)...])
-                a = String(a[..<eq])
+            var inline: [UInt8]?
+            if a.starts(with: [dash, dash]), let eq = a.firstIndex(of: equals) {
+                inline = Array(a[(eq + 1)...])
+                a = Array(a[..<eq])
             }
-            func arg() throws -> String { if let inline { return inline }; return try value(a) }
-            switch a {
-            case "--":
+            func arg() throws(UsageError) -> [UInt8] { if let inline { return inline }; return try value(a) }
+            func isFlag(_ names: String...) -> Bool { names.contains { a.elementsEqual($0.utf8) } }
+            if isFlag("--") {
                 command = Array(args[(i + 1)...])
-                i = args.count
-                continue
-            case "-o": try CommandLineParser.apply(try value(a), to: &spec.mount)
-            case "-d", "--debug": spec.mount.debug = true
-            case "-s": spec.mount.singleThreaded = true
-            case "-v", "--verbose": spec.mount.verbose = true
-            case "--hostname":
+                break
+            } else if isFlag("-o") {
+                try spec.mount.apply(optionList: try value(a))
+            } else if isFlag("--hostname") {
                 let h = try arg()
-                guard !h.isEmpty, h.utf8.count <= 64 else { throw UsageError(message: "--hostname must be 1 to 64 bytes") }
+                guard !h.isEmpty, h.count <= 64 else { throw UsageError(message: "--hostname must be 1 to 64 bytes") }
                 spec.hostname = h
-            case "--pid": spec.pidNamespace = true
-            case "--bind": spec.binds.append(try parseBind(try arg()))
-            case "--workdir", "-w":
+            } else if isFlag("--pid") {
+                spec.pidNamespace = true
+            } else if isFlag("--bind") {
+                spec.binds.append(try parseBind(try arg()))
+            } else if isFlag("--workdir", "-w") {
                 let w = try arg()
-                spec.workdir = w.hasPrefix("/") ? w : "/" + w
-            case "--env", "-e":
+                spec.workdir = w.first == UInt8(ascii: "/") ? w : [UInt8(ascii: "/")] + w
+            } else if isFlag("--env", "-e") {
                 let kv = try arg()
-                if let eq = kv.firstIndex(of: "=") {
-                    let k = String(kv[..<eq])
-                    guard !k.isEmpty else { throw UsageError(message: "--env needs NAME=VALUE, not \(kv)") }
-                    spec.env.append((k, String(kv[kv.index(after: eq)...])))
-                } else if let v = getenv(kv) {
-                    spec.env.append((kv, String(cString: v)))  // --env NAME: the caller's value
+                if let eq = kv.firstIndex(of: equals) {
+                    guard eq > 0 else { throw UsageError(message: "--env needs NAME=VALUE, not \(text(kv))") }
+                    spec.env.append((Array(kv[..<eq]), Array(kv[(eq + 1)...])))
+                } else if let v = Bytes.withCString(kv, { getenv($0) }) {
+                    spec.env.append((kv, Bytes.fromCString(v)))  // --env NAME: the caller's value
                 }
-            default:
-                if a.hasPrefix("-o") && a.count > 2 && inline == nil {
-                    try CommandLineParser.apply(String(a.dropFirst(2)), to: &spec.mount)
-                } else if a.hasPrefix("-") {
-                    throw UsageError(message: "run: unknown flag \(args[i]) (see --help)")
-                } else {
-                    command = Array(args[i...])
-                    i = args.count
-                    continue
-                }
+            } else if inline == nil, try spec.mount.apply(flag: a) {
+                // -d, -s, -v: the mount's own flags
+            } else if a.starts(with: Array("-o".utf8)) && a.count > 2 && inline == nil {
+                try spec.mount.apply(optionList: Array(a.dropFirst(2)))
+            } else if a.first == dash {
+                throw UsageError(message: "run: unknown flag \(text(args[i])) (see --help)")
+            } else {
+                command = Array(args[i...])
+                break
             }
             i += 1
         }
@@ -177,15 +178,18 @@ enum RunCommand {
         return spec
     }
 
-    static func parseBind(_ text: String) throws -> Bind {
-        var parts = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+    static func parseBind(_ bytes: [UInt8]) throws(UsageError) -> Bind {
+        var parts = bytes.split(separator: UInt8(ascii: ":"), omittingEmptySubsequences: false).map(Array.init)
         var ro = false
+        let text = Printable.text(bytes)
         if parts.count == 3 {
-            guard parts[2] == "ro" || parts[2] == "rw" else { throw UsageError(message: "--bind \(text): the third field must be ro or rw") }
-            ro = parts[2] == "ro"
+            guard parts[2].elementsEqual("ro".utf8) || parts[2].elementsEqual("rw".utf8) else {
+                throw UsageError(message: "--bind \(text): the third field must be ro or rw")
+            }
+            ro = parts[2].elementsEqual("ro".utf8)
             parts.removeLast()
         }
-        guard parts.count == 2, !parts[0].isEmpty, parts[1].hasPrefix("/") else {
+        guard parts.count == 2, !parts[0].isEmpty, parts[1].first == UInt8(ascii: "/") else {
             throw UsageError(message: "--bind needs SOURCE:/TARGET[:ro], not \(text)")
         }
         return Bind(source: parts[0], target: parts[1], readOnly: ro)
@@ -229,7 +233,7 @@ enum RunCommand {
     // MARK: P: the command and its signals
 
     /// Forks C, forwards signals to it, waits for it; its status (128+N for a signal).
-    static func runCommand(_ spec: Spec, root: String, parent: pid_t) -> Int32 {
+    static func runCommand(_ spec: Spec, root: [UInt8], parent: pid_t) -> Int32 {
         if spec.pidNamespace && suf_unshare(SUF_CLONE_NEWPID) != 0 {
             fail("cannot create a PID namespace: \(errorText())")
             return setupStatus
@@ -325,36 +329,40 @@ enum RunCommand {
 
     // MARK: C: the container side
 
-    static func containerMain(_ spec: Spec, root: String) -> Never {
+    static func containerMain(_ spec: Spec, root: [UInt8]) -> Never {
         func die(_ message: String, _ status: Int32 = setupStatus) -> Never {
             fail(message)
             _exit(status)
         }
-        let flags = SUF_CLONE_NEWNS | (spec.hostname != nil ? SUF_CLONE_NEWUTS : 0)
-        if suf_unshare(flags) != 0 { die("cannot create the command's namespaces: \(errorText())") }
-        if let h = spec.hostname, suf_sethostname(h, h.utf8.count) != 0 {
-            die("cannot set the hostname: \(errorText())")
+        func step(_ what: String, _ call: () throws(Errno) -> Void) {
+            do { try call() } catch { die("\(what): \(error.message) (\(error.name))") }
         }
+        step("cannot create the command's namespaces") { () throws(Errno) in
+            try Sys.unshare(SUF_CLONE_NEWNS | (spec.hostname != nil ? SUF_CLONE_NEWUTS : 0))
+        }
+        if let h = spec.hostname { step("cannot set the hostname") { () throws(Errno) in try Sys.sethostname(h) } }
         if let message = ContainerRoot(root: root).setUp(spec) { die(message) }
 
         // pivot_root(".", "."): the old root ends up stacked on the new one, and is detached.
-        guard chdir(root) == 0 else { die("chdir \(root): \(errorText())") }
-        guard suf_pivot_root(".", ".") == 0 else { die("pivot_root into the union: \(errorText())") }
-        guard suf_umount2(".", Int32(MNT_DETACH)) == 0 else { die("cannot detach the old root: \(errorText())") }
-        guard chdir("/") == 0 else { die("chdir /: \(errorText())") }
-        if spec.workdir != "/" && chdir(spec.workdir) != 0 {
-            die("--workdir \(spec.workdir): \(errorText())")
+        let dot = [UInt8(ascii: ".")], slash = [UInt8(ascii: "/")]
+        step("chdir \(Printable.text(root))") { () throws(Errno) in try Sys.chdir(root) }
+        step("pivot_root into the union") { () throws(Errno) in try Sys.pivotRoot(dot, dot) }
+        step("cannot detach the old root") { () throws(Errno) in try Sys.unmount(dot, flags: Int32(MNT_DETACH)) }
+        step("chdir /") { () throws(Errno) in try Sys.chdir(slash) }
+        if spec.workdir != slash {
+            step("--workdir \(Printable.text(spec.workdir))") { () throws(Errno) in try Sys.chdir(spec.workdir) }
         }
         exec(spec)
     }
 
-    static func environment(_ spec: Spec) -> [(String, String)] {
-        var env: [(String, String)] = [
-            ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
-            ("HOME", "/root"),
+    static func environment(_ spec: Spec) -> [([UInt8], [UInt8])] {
+        func b(_ s: String) -> [UInt8] { Array(s.utf8) }
+        var env: [([UInt8], [UInt8])] = [
+            (b("PATH"), b("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")),
+            (b("HOME"), b("/root")),
         ]
-        if let t = getenv("TERM") { env.append(("TERM", String(cString: t))) }
-        if let h = spec.hostname { env.append(("HOSTNAME", h)) }
+        if let t = getenv("TERM") { env.append((b("TERM"), Bytes.fromCString(t))) }
+        if let h = spec.hostname { env.append((b("HOSTNAME"), h)) }
         for (k, v) in spec.env {
             if let i = env.firstIndex(where: { $0.0 == k }) { env[i].1 = v } else { env.append((k, v)) }
         }
@@ -365,27 +373,27 @@ enum RunCommand {
     static func exec(_ spec: Spec) -> Never {
         let env = environment(spec)
         let name = spec.command[0]
-        var candidates: [String]
-        if name.contains("/") {
+        let slash = UInt8(ascii: "/")
+        var candidates: [[UInt8]]
+        if name.contains(slash) {
             candidates = [name]
         } else {
-            let path = env.last { $0.0 == "PATH" }?.1 ?? ""
-            candidates = path.split(separator: ":", omittingEmptySubsequences: false)
-                .map { ($0.isEmpty ? "." : String($0)) + "/" + name }
+            let path = env.last { $0.0.elementsEqual("PATH".utf8) }?.1 ?? []
+            candidates = path.split(separator: UInt8(ascii: ":"), omittingEmptySubsequences: false)
+                .map { ($0.isEmpty ? [UInt8(ascii: ".")] : Array($0)) + [slash] + name }
         }
-        var cargv = spec.command.map { strdup($0) } + [nil]
-        var cenv = env.map { strdup("\($0.0)=\($0.1)") } + [nil]
+        let envList = env.map { $0.0 + [UInt8(ascii: "=")] + $0.1 }
         var firstError: Int32 = ENOENT
         for c in candidates where !name.isEmpty {
-            execve(c, &cargv, &cenv)
-            let e = errno
+            let e = Sys.execve(c, spec.command, envList).rawValue
             if e != ENOENT && e != ENOTDIR && firstError == ENOENT { firstError = e }
         }
+        let shown = Printable.text(name)
         if firstError == ENOENT {
-            fail(name.contains("/") ? "\(name): no such file in the container" : "\(name): command not found in the container")
+            fail(name.contains(slash) ? "\(shown): no such file in the container" : "\(shown): command not found in the container")
             _exit(notFound)
         }
-        fail("\(name): \(String(cString: strerror(firstError)))")
+        fail("\(shown): \(Errno(firstError).message)")
         _exit(notExecutable)
     }
 
@@ -414,133 +422,142 @@ nonisolated(unsafe) let commandPID: UnsafeMutablePointer<pid_t> = {
 /// container are resolved with openat2(RESOLVE_IN_ROOT), so a symlink in the image
 /// cannot point a mount at the host; mounts then target /proc/self/fd/N.
 struct ContainerRoot {
-    let root: String
+    let root: [UInt8]
 
     enum Kind { case directory, file }
-
-    /// nil on success, else the one line to print.
-    func setUp(_ spec: RunCommand.Spec) -> String? {
-        let rootFD = suf_open_mode(root, O_PATH | O_DIRECTORY | O_CLOEXEC, 0)
-        guard rootFD >= 0 else { return "open \(root): \(RunCommand.errorText())" }
-        defer { close(rootFD) }
-        do {
-            // /proc: a new instance (the command's PID namespace's when --pid); where
-            // that is not allowed (a user namespace without --pid), the host's, recursively.
-            try withTarget(rootFD, "/proc", .directory) { t in
-                if suf_mount("proc", t, "proc", UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC), nil) != 0 {
-                    try mount("/proc", t, nil, UInt(MS_BIND | MS_REC), nil, what: "/proc")
-                }
-            }
-            // /dev: a small tmpfs with the host's harmless devices bound in.
-            try withTarget(rootFD, "/dev", .directory) { t in
-                try mount("tmpfs", t, "tmpfs", UInt(MS_NOSUID | MS_NOEXEC), "mode=755,size=65536k", what: "/dev")
-            }
-            let dev = root + "/dev"
-            for name in ["null", "zero", "full", "random", "urandom", "tty"] {
-                let fd = suf_open_mode(dev + "/" + name, O_WRONLY | O_CREAT | O_CLOEXEC, 0o666)
-                guard fd >= 0 else { throw SetupError("create /dev/\(name): \(RunCommand.errorText())") }
-                close(fd)
-                try mount("/dev/" + name, dev + "/" + name, nil, UInt(MS_BIND), nil, what: "/dev/\(name)")
-            }
-            // The caller's terminal as /dev/console (as container runtimes do), so that
-            // ttyname() finds it although /dev/pts is a new instance.
-            if isatty(0) == 1, let name = ttyname(0) {
-                let fd = suf_open_mode(dev + "/console", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
-                if fd >= 0 { close(fd) }
-                _ = suf_mount(String(cString: name), dev + "/console", nil, UInt(MS_BIND), nil)
-            }
-            mkdir(dev + "/pts", 0o755)
-            if suf_mount("devpts", dev + "/pts", "devpts", UInt(MS_NOSUID | MS_NOEXEC),
-                         "newinstance,ptmxmode=0666,mode=0620,gid=5") != 0 {
-                // gid 5 (tty) is not mapped in a user namespace
-                try mount("devpts", dev + "/pts", "devpts", UInt(MS_NOSUID | MS_NOEXEC),
-                          "newinstance,ptmxmode=0666,mode=0620", what: "/dev/pts")
-            }
-            symlink("pts/ptmx", dev + "/ptmx")
-            mkdir(dev + "/shm", 0o1777)
-            try mount("shm", dev + "/shm", "tmpfs", UInt(MS_NOSUID | MS_NODEV), "mode=1777", what: "/dev/shm")
-            for (link, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                                   ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
-                symlink(target, dev + "/" + link)
-            }
-            // /sys read-only where permitted; without it the command still runs.
-            try? withTarget(rootFD, "/sys", .directory) { t in
-                let ro = UInt(MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-                if suf_mount("sysfs", t, "sysfs", ro, nil) == 0 { return }
-                guard suf_mount("/sys", t, nil, UInt(MS_BIND | MS_REC), nil) == 0 else { return }
-                try withTarget(rootFD, "/sys", .directory) { t in  // again: now the bind mount's root
-                    _ = suf_mount(nil, t, nil, UInt(MS_BIND | MS_REMOUNT | MS_RDONLY) | lockedFlags(t), nil)
-                }
-            }
-            for b in spec.binds {
-                var st = stat()
-                guard stat(b.source, &st) == 0 else { throw SetupError("--bind \(b.source): \(RunCommand.errorText())") }
-                let kind: Kind = st.st_mode & S_IFMT == S_IFDIR ? .directory : .file
-                try withTarget(rootFD, b.target, kind) { t in
-                    try mount(b.source, t, nil, UInt(MS_BIND | MS_REC), nil, what: "--bind \(b.source):\(b.target)")
-                }
-                if b.readOnly {
-                    // Opened again: the descriptor from before names what the bind now covers.
-                    try withTarget(rootFD, b.target, kind) { t in
-                        try mount(nil, t, nil, UInt(MS_BIND | MS_REMOUNT | MS_RDONLY) | lockedFlags(t), nil,
-                                  what: "--bind \(b.target) read-only")
-                    }
-                }
-            }
-        } catch let e as SetupError {
-            return e.message
-        } catch {
-            return "\(error)"
-        }
-        return nil
-    }
 
     struct SetupError: Error {
         let message: String
         init(_ m: String) { message = m }
     }
 
-    func mount(_ source: String?, _ target: String, _ type: String?, _ flags: UInt, _ data: String?, what: String) throws {
-        if suf_mount(source, target, type, flags, data) != 0 {
-            throw SetupError("cannot mount \(what) in the container: \(RunCommand.errorText())")
+    static func b(_ s: String) -> [UInt8] { Array(s.utf8) }
+
+    /// nil on success, else the one line to print.
+    func setUp(_ spec: RunCommand.Spec) -> String? {
+        let b = Self.b
+        let rootFD: Int32
+        do { rootFD = try Sys.openPath(root, O_PATH | O_DIRECTORY) } catch {
+            return "open \(Printable.text(root)): \(error.message)"
+        }
+        defer { Sys.close(rootFD) }
+        do throws(SetupError) {
+            // /proc: a new instance (the command's PID namespace's when --pid); where
+            // that is not allowed (a user namespace without --pid), the host's, recursively.
+            try withTarget(rootFD, b("/proc"), .directory) { (t: [UInt8]) throws(SetupError) in
+                if (try? Sys.mount(b("proc"), t, "proc", UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC), nil)) == nil {
+                    try mount(b("/proc"), t, nil, UInt(MS_BIND | MS_REC), nil, what: "/proc")
+                }
+            }
+            // /dev: a small tmpfs with the host's harmless devices bound in.
+            try withTarget(rootFD, b("/dev"), .directory) { (t: [UInt8]) throws(SetupError) in
+                try mount(b("tmpfs"), t, "tmpfs", UInt(MS_NOSUID | MS_NOEXEC), "mode=755,size=65536k", what: "/dev")
+            }
+            let dev = root + b("/dev")
+            func inDev(_ n: String) -> [UInt8] { dev + b("/" + n) }
+            for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+                do { Sys.close(try Sys.openPath(inDev(name), O_WRONLY | O_CREAT, mode: 0o666)) } catch {
+                    throw SetupError("create /dev/\(name): \(error.message)")
+                }
+                try mount(b("/dev/" + name), inDev(name), nil, UInt(MS_BIND), nil, what: "/dev/\(name)")
+            }
+            // The caller's terminal as /dev/console (as container runtimes do), so that
+            // ttyname() finds it although /dev/pts is a new instance.
+            if isatty(0) == 1, let name = ttyname(0) {
+                if let fd = try? Sys.openPath(inDev("console"), O_WRONLY | O_CREAT, mode: 0o600) { Sys.close(fd) }
+                try? Sys.mount(Bytes.fromCString(name), inDev("console"), nil, UInt(MS_BIND), nil)
+            }
+            try? Sys.mkdirPath(inDev("pts"), 0o755)
+            if (try? Sys.mount(b("devpts"), inDev("pts"), "devpts", UInt(MS_NOSUID | MS_NOEXEC),
+                               "newinstance,ptmxmode=0666,mode=0620,gid=5")) == nil {
+                // gid 5 (tty) is not mapped in a user namespace
+                try mount(b("devpts"), inDev("pts"), "devpts", UInt(MS_NOSUID | MS_NOEXEC),
+                          "newinstance,ptmxmode=0666,mode=0620", what: "/dev/pts")
+            }
+            try? Sys.symlinkPath(b("pts/ptmx"), inDev("ptmx"))
+            try? Sys.mkdirPath(inDev("shm"), 0o1777)
+            try mount(b("shm"), inDev("shm"), "tmpfs", UInt(MS_NOSUID | MS_NODEV), "mode=1777", what: "/dev/shm")
+            for (link, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                                   ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+                try? Sys.symlinkPath(b(target), inDev(link))
+            }
+            // /sys read-only where permitted; without it the command still runs.
+            try? withTarget(rootFD, b("/sys"), .directory) { (t: [UInt8]) throws(SetupError) in
+                let ro = UInt(MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+                if (try? Sys.mount(b("sysfs"), t, "sysfs", ro, nil)) != nil { return }
+                guard (try? Sys.mount(b("/sys"), t, nil, UInt(MS_BIND | MS_REC), nil)) != nil else { return }
+                try withTarget(rootFD, b("/sys"), .directory) { (t: [UInt8]) throws(SetupError) in  // again: now the bind mount's root
+                    try? Sys.mount(nil, t, nil, UInt(MS_BIND | MS_REMOUNT | MS_RDONLY) | lockedFlags(t), nil)
+                }
+            }
+            for bind in spec.binds {
+                let what = "--bind \(Printable.text(bind.source)):\(Printable.text(bind.target))"
+                let st: stat
+                do { st = try Sys.statPath(bind.source) } catch { throw SetupError("\(what): \(error.message)") }
+                let kind: Kind = st.st_mode & S_IFMT == S_IFDIR ? .directory : .file
+                try withTarget(rootFD, bind.target, kind) { (t: [UInt8]) throws(SetupError) in
+                    try mount(bind.source, t, nil, UInt(MS_BIND | MS_REC), nil, what: what)
+                }
+                if bind.readOnly {
+                    // Opened again: the descriptor from before names what the bind now covers.
+                    try withTarget(rootFD, bind.target, kind) { (t: [UInt8]) throws(SetupError) in
+                        try mount(nil, t, nil, UInt(MS_BIND | MS_REMOUNT | MS_RDONLY) | lockedFlags(t), nil,
+                                  what: "\(what) read-only")
+                    }
+                }
+            }
+        } catch {
+            return error.message
+        }
+        return nil
+    }
+
+    func mount(_ source: [UInt8]?, _ target: [UInt8], _ type: String?, _ flags: UInt, _ data: String?, what: String) throws(SetupError) {
+        do { try Sys.mount(source, target, type, flags, data) } catch {
+            throw SetupError("cannot mount \(what) in the container: \(error.message) (\(error.name))")
         }
     }
 
     /// nosuid/nodev/noexec and atime flags of a mount: a remount in a user namespace
     /// must keep them (the kernel locks them), so they are passed along.
-    func lockedFlags(_ target: String) -> UInt {
-        var sv = statvfs()
-        guard statvfs(target, &sv) == 0 else { return 0 }
+    func lockedFlags(_ target: [UInt8]) -> UInt {
+        guard let sv = try? Sys.statvfsPath(target) else { return 0 }
         let keep = UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME | MS_RELATIME)  // ST_* has the same bits
         return UInt(sv.f_flag) & keep
     }
 
-    /// Opens `path` inside the container (resolved as if the union were /), creating
-    /// what is missing (directories, and the last part as `kind`), and runs `body`
-    /// with a path naming it: /proc/self/fd/N.
-    func withTarget(_ rootFD: Int32, _ path: String, _ kind: Kind, _ body: (String) throws -> Void) throws {
-        let parts = path.split(separator: "/").map(String.init).filter { $0 != "." }
-        guard !parts.isEmpty, !parts.contains("..") else { throw SetupError("\(path): not a usable mount target") }
-        var parent = Int32(dup(rootFD))
-        defer { close(parent) }
+    /// Opens `path` inside the container (resolved as if the union were /, so a symlink in
+    /// the image cannot point a mount at the host), creating what is missing (directories,
+    /// and the last part as `kind`), and runs `body` with a path naming it: /proc/self/fd/N.
+    func withTarget(_ rootFD: Int32, _ path: [UInt8], _ kind: Kind, _ body: ([UInt8]) throws(SetupError) -> Void) throws(SetupError) {
+        let parts = Bytes.components(path).filter { $0 != .dot }
+        let shown = Printable.text(path)
+        guard !parts.isEmpty, !parts.contains(.dotDot) else { throw SetupError("\(shown): not a usable mount target") }
+        var parent: Int32
+        do { parent = try Sys.dup(rootFD) } catch { throw SetupError("\(shown): \(error.message)") }
+        defer { Sys.close(parent) }
         for (i, name) in parts.enumerated() {
             let last = i == parts.count - 1
-            let sofar = parts[0...i].joined(separator: "/")
-            var fd = suf_openat2(rootFD, sofar, UInt64(O_PATH | O_CLOEXEC), 0, UInt64(RESOLVE_IN_ROOT))
-            if fd < 0 && errno == ENOENT {
-                // Missing: create it in the union (which writes it to upper).
-                if last && kind == .file {
-                    let f = suf_openat_mode(parent, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-                    if f >= 0 { close(f) }
+            let sofar = Bytes.join(Array(parts[0...i]))
+            let fd: Int32
+            do {
+                if let found = try ifPresent({ () throws(Errno) -> Int32 in try Sys.openInRoot(rootFD, sofar, O_PATH) }) {
+                    fd = found
                 } else {
-                    mkdirat(parent, name, 0o755)
+                    // Missing: create it in the union (which writes it to upper).
+                    if last && kind == .file {
+                        if let f = try? Sys.openAt(parent, name, O_WRONLY | O_CREAT | O_EXCL, mode: 0o644) { Sys.close(f) }
+                    } else {
+                        try? Sys.mkdir(parent, name, 0o755)
+                    }
+                    fd = try Sys.openInRoot(rootFD, sofar, O_PATH)
                 }
-                fd = suf_openat2(rootFD, sofar, UInt64(O_PATH | O_CLOEXEC), 0, UInt64(RESOLVE_IN_ROOT))
+            } catch {
+                throw SetupError("cannot create \(shown) in the container: \(error.message)")
             }
-            guard fd >= 0 else { throw SetupError("cannot create \(path) in the container: \(RunCommand.errorText())") }
-            close(parent)
+            Sys.close(parent)
             parent = fd
         }
-        try body("/proc/self/fd/\(parent)")
+        try body(Sys.procPath(parent))
     }
 }

@@ -1,36 +1,44 @@
 import Glibc
+import MountOptions
 import UnionCore
 
 /// Checks made before anything is mounted; each failure is one line for the user.
+/// Paths stay bytes; they are shown with `Printable.text` (lossless, truncated).
 enum Validation {
-    static func absolute(_ path: String) throws -> String {
-        guard let r = realpath(path, nil) else {
-            throw UsageError(message: "\(path): \(String(cString: strerror(errno)))")
+    static func show(_ path: [UInt8]) -> String { Printable.text(path) }
+
+    static func absolute(_ path: [UInt8]) throws(UsageError) -> [UInt8] {
+        do { return try Sys.realpath(path) } catch {
+            throw UsageError(message: "\(show(path)): \(error.message)")
         }
-        defer { free(r) }
-        return String(cString: r)
     }
 
-    static func directory(_ path: String, role: String, writable: Bool = false) throws -> (String, stat) {
-        var st = stat()
-        guard stat(path, &st) == 0 else {
-            throw UsageError(message: "\(role) \(path): \(String(cString: strerror(errno)))")
-        }
-        guard st.st_mode & S_IFMT == S_IFDIR else { throw UsageError(message: "\(role) \(path) is not a directory") }
-        guard access(path, R_OK | X_OK | (writable ? W_OK : 0)) == 0 else {
-            throw UsageError(message: "\(role) \(path) is not \(writable ? "writable" : "readable"): \(String(cString: strerror(errno)))")
+    static func directory(_ path: [UInt8], role: String, writable: Bool = false) throws(UsageError) -> ([UInt8], stat) {
+        let st: stat
+        do { st = try Sys.statPath(path) } catch { throw UsageError(message: "\(role) \(show(path)): \(error.message)") }
+        guard st.st_mode & S_IFMT == S_IFDIR else { throw UsageError(message: "\(role) \(show(path)) is not a directory") }
+        do { try Sys.access(path, R_OK | X_OK | (writable ? W_OK : 0)) } catch {
+            throw UsageError(message: "\(role) \(show(path)) is not \(writable ? "writable" : "readable"): \(error.message)")
         }
         return (try absolute(path), st)
     }
 
-    static func inside(_ a: String, _ b: String) -> Bool { a == b || a.hasPrefix(b == "/" ? "/" : b + "/") }
+    /// Whether absolute path `a` is `b` or lies below it (both resolved by realpath).
+    static func inside(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        if a == b { return true }
+        let prefix = b == [UInt8(ascii: "/")] ? b : b + [UInt8(ascii: "/")]
+        return a.starts(with: prefix)
+    }
 
     /// Resolves and checks every directory of the command; returns them absolute.
-    static func check(_ cmd: inout MountCommand) throws {
+    static func check(_ cmd: inout MountCommand) throws(UsageError) {
         guard !cmd.lowerDirs.isEmpty else { throw UsageError(message: "lowerdir= is required (lowerdir=TOP:...:BOTTOM)") }
-        cmd.lowerDirs = try cmd.lowerDirs.map { try directory($0, role: "lowerdir").0 }
+        var lowers: [[UInt8]] = []
+        for l in cmd.lowerDirs { lowers.append(try directory(l, role: "lowerdir").0) }
+        cmd.lowerDirs = lowers
         guard let mnt = cmd.mountpoint else { throw UsageError(message: "no mountpoint given") }
-        cmd.mountpoint = try directory(mnt, role: "mountpoint").0
+        let mountpoint = try directory(mnt, role: "mountpoint").0
+        cmd.mountpoint = mountpoint
         switch (cmd.upperDir, cmd.workDir) {
         case (nil, nil): return
         case (.some, nil): throw UsageError(message: "upperdir needs a workdir on the same filesystem")
@@ -39,17 +47,17 @@ enum Validation {
             let (upper, ust) = try directory(u, role: "upperdir", writable: true)
             let (work, wst) = try directory(w, role: "workdir", writable: true)
             guard ust.st_dev == wst.st_dev else {
-                throw UsageError(message: "workdir \(work) is not on the same filesystem as upperdir \(upper)")
+                throw UsageError(message: "workdir \(show(work)) is not on the same filesystem as upperdir \(show(upper))")
             }
             if inside(work, upper) || inside(upper, work) {
-                throw UsageError(message: "workdir \(work) and upperdir \(upper) must not contain each other")
+                throw UsageError(message: "workdir \(show(work)) and upperdir \(show(upper)) must not contain each other")
             }
             for lower in cmd.lowerDirs {
-                if inside(upper, lower) { throw UsageError(message: "upperdir \(upper) is inside lowerdir \(lower)") }
-                if inside(lower, upper) { throw UsageError(message: "lowerdir \(lower) is inside upperdir \(upper)") }
-                if inside(work, lower) { throw UsageError(message: "workdir \(work) is inside lowerdir \(lower)") }
+                if inside(upper, lower) { throw UsageError(message: "upperdir \(show(upper)) is inside lowerdir \(show(lower))") }
+                if inside(lower, upper) { throw UsageError(message: "lowerdir \(show(lower)) is inside upperdir \(show(upper))") }
+                if inside(work, lower) { throw UsageError(message: "workdir \(show(work)) is inside lowerdir \(show(lower))") }
             }
-            if inside(upper, cmd.mountpoint!) || inside(work, cmd.mountpoint!) {
+            if inside(upper, mountpoint) || inside(work, mountpoint) {
                 throw UsageError(message: "upperdir and workdir must not be inside the mountpoint")
             }
             cmd.upperDir = upper

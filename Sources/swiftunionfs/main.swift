@@ -1,5 +1,6 @@
 import FuseBridge
 import Glibc
+import MountOptions
 import UnionCore
 
 let version = "0.1.0"
@@ -19,14 +20,17 @@ A union (overlay) filesystem in user space with the kernel overlayfs's semantics
   -V, --version      the version
 
 Union options:
-  lowerdir=L1:L2     read-only layers, the leftmost on top; write \\: for a ':' in a path
+  lowerdir=L1:L2     read-only layers, the leftmost on top
+                     (in every path \\: \\, \\\\ stand for : , \\; a setting given twice must agree)
   upperdir=DIR       the writable layer (without it the union is read-only)
   workdir=DIR        staging directory on upperdir's filesystem (kept for the kernel's format)
   volatile, fsync=0  never fsync the upper layer (throwaway containers)
   whiteout=device|oci        whiteouts written as 0/0 devices (default) or .wh.NAME files
   xattr_namespace=trusted|user, userxattr   where opaque marks go (default: detected)
   uidmapping=L:S:N[:L:S:N...], gidmapping=...   layer ids L..L+N show as S..S+N
-  timeout=SECONDS    kernel entry/attribute cache time (default 3600)
+  timeout=SECONDS    kernel entry/attribute cache time, 0 to 1000000000 (default 3600)
+  log=syslog|stderr|FILE     where the daemon reports its own errors (default: stderr in the
+                     foreground, syslog once in the background)
 Tracing and statistics:
   trace[=FILE]       one line per operation to stderr or FILE (SIGUSR1 toggles)
   trace_format=text|json, trace_ops=open:rename:..., trace_path=PREFIX
@@ -39,17 +43,22 @@ func exitWithUsageError(_ message: String) -> Never {
     exit(2)
 }
 
-let argv = Array(CommandLine.arguments.dropFirst())
+let argv = rawArguments()
+func given(_ word: String) -> Bool { argv.contains { $0.elementsEqual(word.utf8) } }
 // Subcommands first: `run ... -- ls --help` must reach ls, not print our help.
-if argv.first == "inspect" { exit(Inspect.main(Array(argv.dropFirst()))) }
-if argv.first == "run" { exit(RunCommand.main(Array(argv.dropFirst()))) }
-if argv.contains("--help") || argv.contains("-h") { print(usage); exit(0) }
-if argv.contains("--version") || argv.contains("-V") { print("swiftunionfs \(version)"); exit(0) }
+if argv.first?.elementsEqual("inspect".utf8) == true { exit(Inspect.main(Array(argv.dropFirst()))) }
+if argv.first?.elementsEqual("run".utf8) == true { exit(RunCommand.main(Array(argv.dropFirst()))) }
+if given("--help") || given("-h") { print(usage); exit(0) }
+if given("--version") || given("-V") { print("swiftunionfs \(version)"); exit(0) }
 
-do {
-    var cmd = try CommandLineParser.parse(argv)
-    try Validation.check(&cmd)
-    exit(try Mounter.mount(cmd))
-} catch let e as UsageError {
-    exitWithUsageError(e.message)
+/// The mount itself: parse, check, mount; every mistake one line and exit status 2.
+func mountMain(_ argv: [[UInt8]]) -> Int32 {
+    do throws(UsageError) {
+        var cmd = try MountCommand.parse(arguments: argv)
+        try Validation.check(&cmd)
+        return try Mounter.mount(cmd)
+    } catch {
+        exitWithUsageError(error.message)
+    }
 }
+exit(mountMain(argv))

@@ -14,7 +14,9 @@ public struct Errno: Error, Hashable, Sendable, CustomStringConvertible {
         guard let p = suf_errname(rawValue) else { return "E\(rawValue)" }
         return String(cString: p)
     }
-    public var description: String { "\(name) (\(String(cString: strerror(rawValue))))" }
+    public var description: String { "\(name) (\(message))" }
+    /// strerror's text, as command-line errors show it.
+    public var message: String { String(cString: strerror(rawValue)) }
 
     public static let noEntry = Errno(ENOENT)
     public static let exists = Errno(EEXIST)
