@@ -10,6 +10,9 @@ usage: swiftunionfs [-f] [-d] [-s] -o lowerdir=TOP:...:BOTTOM[,upperdir=U,workdi
        swiftunionfs SOURCE MOUNTPOINT -o OPTIONS        (the form mount.fuse3 and /etc/fstab use)
        swiftunionfs inspect -o lowerdir=...[,upperdir=...] [--tree] PATH
        swiftunionfs run -o lowerdir=...,upperdir=...,workdir=... [OPTIONS] [--] [COMMAND [ARG...]]
+       swiftunionfs image import|ls|inspect|commit ...   (see image --help)
+       swiftunionfs diff -o lowerdir=...,upperdir=... [--format json]
+       swiftunionfs commit -o upperdir=... -O LAYER.tar[.gz|.zst]
 
 A union (overlay) filesystem in user space with the kernel overlayfs's semantics and on-disk format.
 
@@ -21,6 +24,7 @@ A union (overlay) filesystem in user space with the kernel overlayfs's semantics
 
 Union options:
   lowerdir=L1:L2     read-only layers, the leftmost on top; write \\: for a ':' in a path
+  image=NAME[,store=DIR]  the layers of an imported image (below any lowerdir=)
   upperdir=DIR       the writable layer (without it the union is read-only)
   workdir=DIR        staging directory on upperdir's filesystem (kept for the kernel's format)
   volatile, fsync=0  never fsync the upper layer (throwaway containers)
@@ -40,10 +44,13 @@ func exitWithUsageError(_ message: String) -> Never {
     exit(2)
 }
 
-let argv = Array(CommandLine.arguments.dropFirst())
+let argv = ImageOption.expandOrExit(Array(CommandLine.arguments.dropFirst()))
 // Subcommands first: `run ... -- ls --help` must reach ls, not print our help.
 if argv.first == "inspect" { exit(Inspect.main(Array(argv.dropFirst()))) }
 if argv.first == "run" { exit(RunCommand.main(Array(argv.dropFirst()))) }
+if argv.first == "image" { exit(ImageCommand.main(Array(argv.dropFirst()))) }
+if argv.first == "diff" { exit(DiffCommand.main(Array(argv.dropFirst()))) }
+if argv.first == "commit" { exit(CommitCommand.main(Array(argv.dropFirst()))) }
 if argv.contains("--help") || argv.contains("-h") { print(usage); exit(0) }
 if argv.contains("--version") || argv.contains("-V") { print("swiftunionfs \(version)"); exit(0) }
 
