@@ -174,7 +174,10 @@ extension LayerStore {
         var moved = false
         defer { if !moved { try? RemoveTree.remove(tmp, staged) } }
         let sdir: Int32
-        do { sdir = try FS.openBeneath(tmp, staged, O_RDONLY | O_DIRECTORY) } catch { throw LayersError.io("store tmp/", error) }
+        do {
+            sdir = try FS.openBeneath(tmp, staged, O_RDONLY | O_DIRECTORY)
+            try FS.fchmod(sdir, 0o755)  // a layer's root, unless the archive has a "./" entry
+        } catch { throw LayersError.io("store tmp/", error) }
         defer { FS.close(sdir) }
         var opts = Extractor.Options()
         opts.format = format
