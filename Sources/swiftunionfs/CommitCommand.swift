@@ -10,10 +10,16 @@ enum CommitCommand {
     static let usage = "usage: swiftunionfs commit -o [lowerdir=...|image=NAME,]upperdir=DIR -O LAYER.tar[.gz|.zst]"
 
     /// The upper, opened and locked: a mounted union holds the lock, and committing an upper
-    /// that is being written would record a torn state.
+    /// that is being written would record a torn state. A daemon still exiting after its
+    /// unmount gets 2 s to let go, as a remount does.
     static func openUpper(_ path: String) throws -> Int32 {
         let fd = try DiffCommand.openDir(path, role: "upperdir")
-        if flock(fd, LOCK_SH | LOCK_NB) != 0 {
+        var tries = 0
+        while flock(fd, LOCK_SH | LOCK_NB) != 0 && tries < 40 {
+            tries += 1
+            usleep(50_000)
+        }
+        if tries == 40 {
             FS.close(fd)
             throw UsageError(message: "upperdir \(path) is in use by a mount; unmount it before committing")
         }
