@@ -291,3 +291,19 @@ def test_bad_image_options_fail_with_one_line(tmp_path, image):
         assert not is_mounted(mnt)
     r = suf("image", "import", tmp_path / "missing", "--store", image["store"], check=False)
     assert r.returncode == 2 and len(r.stderr.decode().strip().splitlines()) == 1
+
+
+def test_hostile_image_archive_is_refused(tmp_path):
+    """The outer archive (oci-archive / docker-archive) is untrusted too."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        ti = tarfile.TarInfo("../escaped")
+        ti.size = 1
+        t.addfile(ti, io.BytesIO(b"x"))
+    (tmp_path / "evil.tar").write_bytes(buf.getvalue())
+    store = tmp_path / "store"
+    r = suf("image", "import", tmp_path / "evil.tar", "--store", store, check=False)
+    assert r.returncode == 2 and len(r.stderr.decode().strip().splitlines()) == 1, r.stderr
+    assert "contains '..'" in r.stderr.decode()
+    assert not (tmp_path / "escaped").exists() and not (store / "escaped").exists()
+    assert list((store / "tmp").iterdir()) == []

@@ -314,7 +314,7 @@ public final class Extractor {
         for path in paths {
             var e = directories[path]!
             if !options.layer { e.xattrs = [] }
-            do {
+            do throws(Errno) {
                 if path.isEmpty {
                     if options.setOwners && e.uid >= 0 { _ = fchown(root, uid_t(truncatingIfNeeded: e.uid), gid_t(truncatingIfNeeded: e.gid)) }
                     try FS.fchmod(root, e.perm)
@@ -331,8 +331,8 @@ public final class Extractor {
                 } else {
                     try setMetadata(dir, comps.last!, e)
                 }
-            } catch let x as Errno {
-                throw LayersError.io("\(what): \(shown(path))", x)
+            } catch {
+                throw LayersError.io("\(what): \(shown(path))", error)
             }
         }
         directories.removeAll()

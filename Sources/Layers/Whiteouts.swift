@@ -77,7 +77,7 @@ public enum Whiteouts {
         } catch {
             format.whiteout = .ociFile
         }
-        do {
+        do throws(Errno) {
             try FS.mkdir(dir, name, 0o700)
             defer { try? FS.unlink(dir, name, directory: true) }
             do {
@@ -86,8 +86,8 @@ public enum Whiteouts {
                 format.xattrNamespace = "user"
                 try FS.setXattr(dir, name, Array("user.overlay.suf-probe".utf8), [0x79])
             }
-        } catch let e as Errno {
-            throw LayersError.io("the store cannot record opaque directories (no trusted.* or user.* xattrs)", e)
+        } catch {
+            throw LayersError.io("the store cannot record opaque directories (no trusted.* or user.* xattrs)", error)
         }
         return format
     }
