@@ -10,6 +10,11 @@ let package = Package(
     products: [
         .executable(name: "swiftunionfs", targets: ["swiftunionfs"]),
         .library(name: "UnionCore", targets: ["UnionCore"]),
+        .library(name: "Layers", targets: ["Layers"]),
+    ],
+    dependencies: [
+        // SHA-256 for digests, diff IDs and chain IDs.
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // The Linux calls Glibc hides behind _GNU_SOURCE; no libfuse.
@@ -22,8 +27,13 @@ let package = Package(
         .target(name: "FuseBridge", dependencies: ["UnionCore", "CFuse", "CLinux"]),
         // The command line of a mount, parsed and checked from argv's bytes. No FUSE, no syscalls.
         .target(name: "MountOptions", dependencies: ["UnionCore"]),
-        .executableTarget(name: "swiftunionfs", dependencies: ["FuseBridge", "UnionCore", "MountOptions", "CLinux"]),
+        // libarchive (tar/pax, gzip, zstd) and the two Linux calls Glibc hides that layer work needs.
+        .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        // Images: digests, manifests, the layer store, safe extraction, diff, reproducible layers. No FUSE.
+        .target(name: "Layers", dependencies: ["UnionCore", "CArchive", .product(name: "Crypto", package: "swift-crypto")]),
+        .executableTarget(name: "swiftunionfs", dependencies: ["FuseBridge", "UnionCore", "MountOptions", "Layers", "CLinux"]),
         .testTarget(name: "UnionCoreTests", dependencies: ["UnionCore", "CLinux"]),
         .testTarget(name: "MountOptionsTests", dependencies: ["MountOptions", "UnionCore"]),
+        .testTarget(name: "LayersTests", dependencies: ["Layers", "UnionCore"]),
     ]
 )

@@ -10,6 +10,9 @@ usage: swiftunionfs [-f] [-d] [-s] -o lowerdir=TOP:...:BOTTOM[,upperdir=U,workdi
        swiftunionfs SOURCE MOUNTPOINT -o OPTIONS        (the form mount.fuse3 and /etc/fstab use)
        swiftunionfs inspect -o lowerdir=...[,upperdir=...] [--tree] PATH
        swiftunionfs run -o lowerdir=...,upperdir=...,workdir=... [OPTIONS] [--] [COMMAND [ARG...]]
+       swiftunionfs image import|ls|inspect|commit ...   (see image --help)
+       swiftunionfs diff -o lowerdir=...,upperdir=... [--format json]
+       swiftunionfs commit -o upperdir=... -O LAYER.tar[.gz|.zst]
 
 A union (overlay) filesystem in user space with the kernel overlayfs's semantics and on-disk format.
 
@@ -22,6 +25,7 @@ A union (overlay) filesystem in user space with the kernel overlayfs's semantics
 Union options:
   lowerdir=L1:L2     read-only layers, the leftmost on top
                      (in every path \\: \\, \\\\ stand for : , \\; a setting given twice must agree)
+  image=NAME[,store=DIR]  the layers of an imported image (below any lowerdir=)
   upperdir=DIR       the writable layer (without it the union is read-only)
   workdir=DIR        staging directory on upperdir's filesystem (kept for the kernel's format)
   volatile, fsync=0  never fsync the upper layer (throwaway containers)
@@ -43,11 +47,16 @@ func exitWithUsageError(_ message: String) -> Never {
     exit(2)
 }
 
-let argv = rawArguments()
+let argv = ImageOption.expandOrExit(rawArguments())
 func given(_ word: String) -> Bool { argv.contains { $0.elementsEqual(word.utf8) } }
+/// The image tools still read their command line as text (docs/images.md).
+func textArguments() -> [String] { argv.dropFirst().map { String(decoding: $0, as: UTF8.self) } }
 // Subcommands first: `run ... -- ls --help` must reach ls, not print our help.
 if argv.first?.elementsEqual("inspect".utf8) == true { exit(Inspect.main(Array(argv.dropFirst()))) }
 if argv.first?.elementsEqual("run".utf8) == true { exit(RunCommand.main(Array(argv.dropFirst()))) }
+if argv.first?.elementsEqual("image".utf8) == true { exit(ImageCommand.main(textArguments())) }
+if argv.first?.elementsEqual("diff".utf8) == true { exit(DiffCommand.main(textArguments())) }
+if argv.first?.elementsEqual("commit".utf8) == true { exit(CommitCommand.main(textArguments())) }
 if given("--help") || given("-h") { print(usage); exit(0) }
 if given("--version") || given("-V") { print("swiftunionfs \(version)"); exit(0) }
 

@@ -1,0 +1,101 @@
+import Foundation
+import FuseBridge
+import Glibc
+import Layers
+import MountOptions
+import UnionCore
+
+/// `swiftunionfs diff -o lowerdir=...,upperdir=... [--format json]`: the upper's changes
+/// against its lowers, as `podman diff` lists them (rules in Layers/Changes.swift).
+enum DiffCommand {
+    static let usage = "usage: swiftunionfs diff -o lowerdir=TOP:...:BOTTOM,upperdir=DIR [--format json]   (or -o image=NAME,upperdir=DIR)"
+
+    /// The union's directories from the -o lists of a diff or commit command line.
+    static func unionDirs(_ lists: [String], needLowers: Bool) throws -> (lowers: [String], upper: String) {
+        var cmd = MountCommand()
+        for l in lists { try cmd.apply(optionList: Array(l.utf8)) }
+        guard let upper = cmd.upperDir else { throw UsageError(message: "upperdir= is required") }
+        if needLowers && cmd.lowerDirs.isEmpty { throw UsageError(message: "lowerdir= (or image=) is required") }
+        func text(_ b: [UInt8]) -> String { String(decoding: b, as: UTF8.self) }
+        return (cmd.lowerDirs.map(text), text(upper))
+    }
+
+    static func openDir(_ path: String, role: String) throws -> Int32 {
+        do { return try FS.openPath(Array(path.utf8), O_RDONLY | O_DIRECTORY) } catch {
+            throw UsageError(message: "\(role) \(path): \(error)")
+        }
+    }
+
+    static func main(_ args: [String]) -> Int32 {
+        var lists: [String] = [], json = false
+        do {
+            var i = 0
+            while i < args.count {
+                let a = args[i]
+                switch a {
+                case "-o":
+                    i += 1
+                    guard i < args.count else { throw UsageError(message: "-o needs a list of options") }
+                    lists.append(args[i])
+                case "--format":
+                    i += 1
+                    guard i < args.count, ["json", "text"].contains(args[i]) else { throw UsageError(message: "--format must be json or text") }
+                    json = args[i] == "json"
+                case "-h", "--help": print(usage); return 0
+                default:
+                    if a.hasPrefix("-o") && a.count > 2 { lists.append(String(a.dropFirst(2))) }
+                    else { throw UsageError(message: "diff: unexpected argument \(a) (\(usage))") }
+                }
+                i += 1
+            }
+            let (lowers, upper) = try unionDirs(lists, needLowers: false)
+            let ufd = try openDir(upper, role: "upperdir")
+            defer { FS.close(ufd) }
+            let lfds = try lowers.map { try openDir($0, role: "lowerdir") }
+            defer { lfds.forEach(FS.close) }
+            let changes = try Changes.compute(upper: ufd, lowers: lfds)
+            if json { printJSON(changes) } else { printText(changes) }
+            return 0
+        } catch let e as UsageError {
+            fail(e.message)
+            return 2
+        } catch let e as Errno {
+            fail("diff: \(e)")
+            return 1
+        } catch {
+            fail("diff: \(error)")
+            return 1
+        }
+    }
+
+    static func printText(_ changes: [Changes.Change]) {
+        var out: [UInt8] = []
+        for c in changes {
+            out += Array(c.kind.rawValue.utf8) + [0x20] + c.path + [0x0a]
+            if out.count > 1 << 16 { emit(out); out.removeAll() }
+        }
+        emit(out)
+    }
+
+    static func emit(_ bytes: [UInt8]) {
+        var off = 0
+        while off < bytes.count {
+            let n = bytes[off...].withUnsafeBytes { Glibc.write(1, $0.baseAddress, $0.count) }
+            if n <= 0 { return }
+            off += n
+        }
+    }
+
+    /// podman's JSON: {"changed": [...], "added": [...], "deleted": [...]}, empty lists left out.
+    /// JSON holds text: a name that is not UTF-8 shows with U+FFFD, as podman (Go) shows it;
+    /// the text format is byte-exact.
+    static func printJSON(_ changes: [Changes.Change]) {
+        func list(_ k: Changes.Kind) -> [String] { changes.filter { $0.kind == k }.map { String(decoding: $0.path, as: UTF8.self) } }
+        var doc: [String: [String]] = [:]
+        for (key, kind) in [("changed", Changes.Kind.changed), ("added", .added), ("deleted", .deleted)] where !list(kind).isEmpty {
+            doc[key] = list(kind)
+        }
+        let d = (try? JSONSerialization.data(withJSONObject: doc, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        print(String(decoding: d, as: UTF8.self))
+    }
+}
