@@ -60,11 +60,16 @@ extension Union {
                     throw Errno.overflow
                 }
                 let tmp = work.tempName()
+                let parentTimes = try Sys.fstat(dstDir)
                 do throws(Errno) {
                     let bytes = try copier.stage(srcDir, name, st, into: work.fd, tmp, withData: withData)
                     // Never over whatever upper holds now: if the name was removed meanwhile,
                     // its whiteout must win, not the copy.
                     try Sys.rename(work.fd, tmp, dstDir, name, flags: Sys.renameNoReplace)
+                    // A copy-up is not a change of the parent: give it back its times, as the
+                    // kernel does (best effort, like ovl_set_timestamps), or every ancestor
+                    // of a copied-up file would show as changed in a diff.
+                    try? Sys.utimensProc(dstDir, (parentTimes.st_atim, parentTimes.st_mtim))
                     return bytes
                 } catch {
                     try? Sys.unlink(work.fd, tmp, directory: st.isDirectory)
