@@ -21,6 +21,8 @@ let package = Package(
         // The thin bridge from libfuse's low-level callbacks to UnionCore.
         .target(name: "FuseBridge", dependencies: ["UnionCore", "CFuse", "CLinux"]),
         .executableTarget(name: "swiftunionfs", dependencies: ["FuseBridge", "UnionCore", "CLinux"]),
-        .testTarget(name: "UnionCoreTests", dependencies: ["UnionCore", "CLinux"]),
+        // Calls only the tests make (per-thread setfsuid), kept out of the shipped modules.
+        .systemLibrary(name: "CTestSupport", path: "Tests/CTestSupport"),
+        .testTarget(name: "UnionCoreTests", dependencies: ["UnionCore", "CLinux", "CTestSupport"]),
     ]
 )
