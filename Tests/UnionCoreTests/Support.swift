@@ -102,10 +102,11 @@ final class Stack {
         return out
     }
 
-    /// Hands the whole tree to `uid`, so a thread acting as that user may write in it.
+    /// Hands the whole tree to `uid` (group 0, which the unprivileged thread keeps as its
+    /// filesystem gid, so a copy-up may give a copy that group), so it may write in it.
     func chownAll(_ uid: uid_t) {
         let r = String(decoding: root, as: UTF8.self)
-        _ = system("chown -R -h \(uid):\(uid) '\(r)'")
+        _ = system("chown -R -h \(uid):0 '\(r)'")
     }
 
     func union(upper: Bool = true) throws(Errno) -> Union {
@@ -149,12 +150,15 @@ extension Union {
 /// The uid a test acts as when it must be subject to permission bits (nobody).
 let unprivilegedUID: uid_t = 65534
 
-private final class ThreadBody: @unchecked Sendable {  // handed to one thread, read after join
-    let body: () -> Void
-    init(_ body: @escaping () -> Void) { self.body = body }
+private final class ThreadBody<T>: @unchecked Sendable {  // handed to one thread, read after join
+    let body: () -> T
+    var result: T?
+    init(_ body: @escaping () -> T) { self.body = body }
 }
 
-/// Runs `body` on a thread of its own that permission bits apply to, and waits for it.
+/// Runs `body` on a thread of its own that permission bits apply to, waits for it and
+/// returns what it returned. (Assert on the result afterwards, on the test's own thread:
+/// the new thread is not part of the running test.)
 ///
 /// As root, that thread sets its filesystem uid to `unprivilegedUID`: the kernel then
 /// clears CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_CHOWN and CAP_MKNOD from
@@ -164,23 +168,35 @@ private final class ThreadBody: @unchecked Sendable {  // handed to one thread, 
 /// test process keeps root. This stands in for "fork, then setresuid in the child",
 /// which is not safe in a multi-threaded test runner. As non-root, `body` simply runs on
 /// the new thread: permission bits already apply.
-func asUnprivileged(_ body: @escaping () -> Void) {
-    let box = Unmanaged.passRetained(ThreadBody {
+func asUnprivileged<T>(_ body: @escaping () -> T) -> T {
+    let box = ThreadBody<T> {
         if geteuid() == 0 {
             _ = suf_test_setfsuid(unprivilegedUID)
             // Asking with an invalid uid changes nothing and answers the current one.
             precondition(suf_test_setfsuid(uid_t.max) == Int32(unprivilegedUID), "setfsuid did not take effect")
         }
-        body()
-    })
+        return body()
+    }
+    let ctx = Unmanaged.passRetained(box as AnyObject).toOpaque()
     var tid = pthread_t()
     let rc = pthread_create(&tid, nil, { ctx in
-        let box = Unmanaged<ThreadBody>.fromOpaque(ctx!).takeRetainedValue()
-        box.body()
+        let any = Unmanaged<AnyObject>.fromOpaque(ctx!).takeRetainedValue()
+        (any as! any Runnable).run()
         return nil
-    }, box.toOpaque())
+    }, ctx)
     precondition(rc == 0, "pthread_create failed")
     pthread_join(tid, nil)
+    return box.result!
+}
+
+private protocol Runnable { func run() }
+extension ThreadBody: Runnable { func run() { result = body() } }
+
+/// A union call's outcome, to be checked on the test's thread.
+func attempt<T>(_ f: () throws(Errno) -> T) -> Result<T, Errno> { Result(catching: f) }
+
+extension Result {
+    var errno: Failure? { if case .failure(let e) = self { return e } else { return nil } }
 }
 
 /// Whether the calling thread is refused `path` by permission bits (the test's own
