@@ -186,6 +186,8 @@ func asUnprivileged<T>(_ body: @escaping () -> T) -> T {
     }, ctx)
     precondition(rc == 0, "pthread_create failed")
     pthread_join(tid, nil)
+    // The change stayed on that thread: this one still acts as root.
+    if geteuid() == 0 { precondition(suf_test_setfsuid(uid_t.max) == 0, "setfsuid reached the calling thread") }
     return box.result!
 }
 
