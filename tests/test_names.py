@@ -296,6 +296,7 @@ def latin1_layers(tmp_path):
     l1, l2 = make_dirs(tmp_path / "l1", tmp_path / "l2")
     put(l2, LATIN1 + b"/" + LATIN1_FILE, b"lower data\n")
     put(l2, LATIN1 + b"/chm\xf6d", b"mode me\n", 0o600)
+    os.setxattr(j(l2, LATIN1 + b"/chm\xf6d"), b"user.caf\xe9", b"\xff\x00\xfe")   # copy-up carries it
     put(l2, LATIN1 + b"/gone-\xe9", b"delete me\n")
     link(l2, LATIN1 + b"/lien", LATIN1_TARGET)
     link(l1, LATIN1 + b"/abs-\xff", b"/nowhere/\xe9\xe8\x80\xff")
@@ -322,6 +323,10 @@ def test_non_utf8_names_and_targets(tmp_path):
         ("unlink", lambda m: os.unlink(j(m, d + b"gone-\xe9"))),
         ("create", lambda m: append(j(m, d + b"nouveau-\xe0"), b"new\n")),
         ("symlink", lambda m: os.symlink(b"\xfe\xff/" + LATIN1_TARGET, j(m, d + b"lien2-\xe9"))),
+        ("setxattr", lambda m: os.setxattr(j(m, d + b"nouveau-\xe0"), b"user.\xe9t\xe9-" + NFD, b"v")),
+        ("listxattr", lambda m: sorted(os.fsencode(x) for x in os.listxattr(j(m, d + b"nouveau-\xe0")))),
+        ("getxattr NFC", lambda m: os.getxattr(j(m, d + b"nouveau-\xe0"), b"user.\xe9t\xe9-" + NFC)),
+        ("copied xattr", lambda m: os.getxattr(j(m, d + b"chm\xf6d"), b"user.caf\xe9")),
         ("list after", lambda m: sorted(os.listdir(j(m, LATIN1)))),
         ("readlink after", lambda m: os.readlink(j(m, d + b"lien"))),
         ("old name", lambda m: os.lstat(j(m, d + LATIN1_FILE))),
@@ -341,6 +346,8 @@ def test_non_utf8_names_and_targets(tmp_path):
     assert up[d + b"renomm\xe9-\xe8"][2] == b"lower data\nappended\n"
     assert up[d + LATIN1_FILE] == ("chr", 0) and up[d + b"gone-\xe9"] == ("chr", 0)
     assert not any(b".wh." in p for p in up)
+    assert os.getxattr(j(us, d + b"chm\xf6d"), b"user.caf\xe9") == b"\xff\x00\xfe"
+    assert [os.fsencode(x) for x in os.listxattr(j(us, d + b"nouveau-\xe0"))] == [b"user.\xe9t\xe9-" + NFD]
     # The kernel reads what swiftunionfs wrote, names and targets unchanged.
     with mount_kernel(lowers, us, tmp_path / "ws") as k2, mount_suf(lowers, tmp_path / "uk", tmp_path / "wk") as s2:
         assert_same(k2, s2, "each over the other's upper")
