@@ -21,6 +21,7 @@ import re
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 
 import pytest
@@ -522,6 +523,7 @@ def starved_layers(tmp_path, dirs):
     whiteout(u, b"all-gone/x")
     whiteout(u, b"all-gone/y")
     mkd(l2, b"empty")
+    put(l2, b"pin", b"never removed: the churning client opens it")
     return [l1, l2], u, w
 
 
@@ -592,7 +594,7 @@ def test_low_nofile_never_shows_deleted_names_or_removes_full_directories(tmp_pa
                     except OSError as e:
                         if e.errno not in (errno.ENOENT, errno.EMFILE):
                             problems.append(f"lookup of whited-out {d!r}/{h!r}: {e}")
-                victims = sorted(n for n in model[d] if (d + b"/" + n if d else n) not in model)
+                victims = sorted(n for n in model[d] if (d + b"/" + n if d else n) not in model and n != b"pin")
                 if victims and rng.random() < 0.3:
                     v = rng.choice(victims)
                     try:
@@ -628,15 +630,40 @@ def test_low_nofile_never_shows_deleted_names_or_removes_full_directories(tmp_pa
                     except OSError as e:
                         refused(f"listing of {d!r}", e, (errno.EMFILE,))
 
-        for _ in range(6):
-            hold_until_emfile()
-            ramp()
-            hold_until_emfile()
-            one_round()
-            for fd in held[: len(held) // 2]:
+        def churn(stop, seed):
+            """Another client opening and closing files all the time, so the daemon's
+            last descriptors come and go under the operations above."""
+            r, mine = random.Random(seed), []
+            while not stop.is_set():
+                if len(mine) < 4 or r.random() < 0.5:
+                    try:
+                        mine.append(os.open(j(m, b"pin"), os.O_RDONLY))
+                    except OSError as e:
+                        if e.errno != errno.EMFILE:
+                            problems.append(f"churn open of /pin: {e}")
+                else:
+                    os.close(mine.pop(r.randrange(len(mine))))
+            for fd in mine:
                 os.close(fd)
-            del held[: len(held) // 2]
-            one_round()
+
+        for i in range(6):
+            stop = threading.Event()
+            other = threading.Thread(target=churn, args=(stop, i)) if i >= 4 else None
+            if other:
+                other.start()
+            try:
+                hold_until_emfile()
+                ramp()
+                hold_until_emfile()
+                one_round()
+                for fd in held[: len(held) // 2]:
+                    os.close(fd)
+                del held[: len(held) // 2]
+                one_round()
+            finally:
+                stop.set()
+                if other:
+                    other.join(30)
         assert m.proc.poll() is None, f"the daemon died:\n{m.stderr()[-3000:]}"
         print(f"\nnofile={NOFILE}: {counts}")
         assert not problems, f"{len(problems)} wrong answers:\n" + "\n".join(sorted(problems, key=lambda p: "extra []" in p)[:30])
