@@ -32,7 +32,9 @@ let package = Package(
         // Images: digests, manifests, the layer store, safe extraction, diff, reproducible layers. No FUSE.
         .target(name: "Layers", dependencies: ["UnionCore", "CArchive", .product(name: "Crypto", package: "swift-crypto")]),
         .executableTarget(name: "swiftunionfs", dependencies: ["FuseBridge", "UnionCore", "MountOptions", "Layers", "CLinux"]),
-        .testTarget(name: "UnionCoreTests", dependencies: ["UnionCore", "CLinux"]),
+        // Calls only the tests make (per-thread setfsuid), kept out of the shipped modules.
+        .systemLibrary(name: "CTestSupport", path: "Tests/CTestSupport"),
+        .testTarget(name: "UnionCoreTests", dependencies: ["UnionCore", "CLinux", "CTestSupport"]),
         .testTarget(name: "MountOptionsTests", dependencies: ["MountOptions", "UnionCore"]),
         .testTarget(name: "LayersTests", dependencies: ["Layers", "UnionCore"]),
     ]

@@ -42,7 +42,17 @@ final class Resolver: Sendable {
     let layers: [Layer]
     let nodes: NodeTable
     let diagnostics: Diagnostics
-    private let dirCache = DirectoryFDCache(limit: 4096)
+    private let dirCache = DirectoryFDCache(limit: Resolver.directoryCacheLimit())
+
+    /// Cached directory descriptors may use a quarter of the open-file limit, and at most
+    /// 4096: the rest is for the files clients hold open and the listings in progress. A
+    /// cache allowed to fill the descriptor table would leave every later request EMFILE
+    /// until the kernel forgets nodes. (The daemon has raised its soft limit to the hard
+    /// one before the union is built.)
+    static func directoryCacheLimit() -> Int {
+        guard let (soft, _) = try? Sys.openFileLimits() else { return 256 }
+        return Int(min(4096, max(8, soft / 4)))
+    }
 
     init(layers: [Layer], nodes: NodeTable, diagnostics: Diagnostics) {
         self.layers = layers

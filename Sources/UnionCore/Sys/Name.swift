@@ -155,7 +155,8 @@ public enum Bytes {
     }
 
     /// A lossless, printable rendering for the trace, statistics, inspect and error
-    /// lines: valid UTF-8 other than control characters passes unchanged; a backslash
+    /// lines: valid UTF-8 other than control characters (and line separators and bidi
+    /// controls) passes unchanged; a backslash
     /// is written `\\`; every other byte (controls, DEL, C1 controls, bytes that are
     /// not valid UTF-8) is written `\xHH`. Reversing those two escapes gives back the
     /// exact bytes (docs/tracing.md).
@@ -188,7 +189,7 @@ public enum Bytes {
                 seq.append(bytes[j])
                 j = bytes.index(after: j)
             }
-            if need > 0, seq.count == need, let s = Self.scalar(seq), s.value >= 0xA0 {
+            if need > 0, seq.count == need, let s = Self.scalar(seq), s.value >= 0xA0, !Self.invisible(s) {
                 out.unicodeScalars.append(s)
                 i = j
             } else {
@@ -197,6 +198,15 @@ public enum Bytes {
             }
         }
         return out
+    }
+
+    /// Line separators and bidirectional controls: printable, but they break lines or make
+    /// one name look like another, so they are escaped too.
+    private static func invisible(_ s: Unicode.Scalar) -> Bool {
+        switch s.value {
+        case 0x2028, 0x2029, 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069, 0xFEFF: return true
+        default: return false
+        }
     }
 
     private static func scalar(_ seq: [UInt8]) -> Unicode.Scalar? {
