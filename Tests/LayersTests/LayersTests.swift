@@ -129,7 +129,7 @@ final class ExtractionTests: XCTestCase {
         t.add("d/", .dir)
         t.add("d/.wh.gone", .file)
         t.add("d/.wh..wh..opq", .file)
-        _ = try extract(t, format: MarkerFormat(whiteout: .ociFile, xattrNamespace: "user"))
+        _ = try extract(t, format: MarkerFormat(whiteout: .ociFile, xattrNamespace: .user))
         let wh = try XCTUnwrap(lstatAt("d/.wh.gone"))
         XCTAssertEqual(wh.st_mode & S_IFMT, S_IFREG)
         XCTAssertNil(lstatAt("d/gone"))
