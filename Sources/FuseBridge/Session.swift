@@ -84,8 +84,49 @@ public final class Session: @unchecked Sendable {
         installSignalCounters()
         startHousekeeping()
         let rc = options.singleThreaded ? fuse_session_loop(se) : suf_session_loop_mt(se, 0, 10)
+        releaseLayerDescriptors(keeping: [fuse_session_fd(se), bridge.tracer?.fd ?? STDERR_FILENO])
         stopHousekeeping()
         return rc == 0 ? 0 : 1
+    }
+
+    /// Lets go of every file the daemon holds on the layers' filesystems, first thing
+    /// once the request loop has ended (every worker joined, so no request is using one).
+    ///
+    /// `umount MNT` returns as soon as the kernel has dropped the mount; the daemon
+    /// learns it from /dev/fuse a moment later. Until it exits, the layer roots, the
+    /// workdir and its locks, cached directories, orphans and file handles whose
+    /// release the kernel dropped with the connection all keep those filesystems
+    /// busy, so `umount MNT && umount LAYERFS` failed with EBUSY while the slower
+    /// teardown (housekeeping join, statistics, deinit) ran. The kernel's overlay
+    /// releases its layers before umount returns; this narrows the gap to the time
+    /// between the kernel ending the connection and the loop returning (about 0.1 ms;
+    /// it was the housekeeping thread's sleep, up to 50 ms, then statistics and deinit).
+    ///
+    /// Each descriptor but stdio, `keep` (the FUSE device, the trace file) is pointed
+    /// at /dev/null with dup2 rather than closed: the number stays taken, so the
+    /// owners' deinit still closes their own descriptor and never one reused since.
+    private func releaseLayerDescriptors(keeping keep: [Int32]) {
+        guard let dir = opendir("/proc/self/fd") else { return }
+        var fds: [Int32] = []
+        while let entry = readdir(dir) {
+            // The entries are decimal numbers (and "." / "..", which parse to nothing).
+            let fd: Int32? = withUnsafeBytes(of: entry.pointee.d_name) { name in
+                var n: Int32 = 0
+                for byte in name.prefix(while: { $0 != 0 }) {
+                    guard byte >= 0x30 && byte <= 0x39 else { return nil }
+                    n = n * 10 + Int32(byte - 0x30)
+                }
+                return name.first == 0 ? nil : n
+            }
+            if let fd, fd > STDERR_FILENO, !keep.contains(fd) { fds.append(fd) }
+        }
+        let listing = dirfd(dir)
+        closedir(dir)
+        let null = open("/dev/null", O_RDWR | O_CLOEXEC)
+        for fd in fds where fd != listing && fd != null {
+            if null < 0 || dup2(null, fd) < 0 { close(fd) }
+        }
+        if null >= 0 { close(null) }
     }
 
     private func installSignalCounters() {
