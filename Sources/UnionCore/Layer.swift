@@ -27,8 +27,10 @@ public final class Layer: @unchecked Sendable {
         }
     }
 
-    public init(role: Role, index: Int, path: String) throws(Errno) {
-        let fd = try retrying { suf_open_mode(path, O_PATH | O_DIRECTORY | O_CLOEXEC, 0) }
+    /// Takes `fd`, the layer's root (see PrivateMount), or opens `path` itself.
+    public init(role: Role, index: Int, path: String, fd opened: Int32? = nil) throws(Errno) {
+        let fd: Int32
+        if let opened { fd = opened } else { fd = try PrivateMount.openDirectories([path], flags: [O_PATH])[0] }
         let st: stat
         do { st = try Sys.fstat(fd) } catch { Sys.close(fd); throw error }
         self.role = role

@@ -24,18 +24,33 @@ public final class Union: @unchecked Sendable {
 
     public init(config: UnionConfig, events: EventSink = NullEventSink()) throws(Errno) {
         var stack: [Layer] = []
-        if let u = config.upperDir { stack.append(try Layer(role: .upper, index: 0, path: u)) }
-        for (i, dir) in config.lowerDirs.enumerated() {
-            stack.append(try Layer(role: .lower(i + 1), index: stack.count, path: dir))
+        // Upper and workdir through one private clone of their mount (see PrivateMount).
+        var workFD: Int32?
+        if let u = config.upperDir {
+            let w = config.workDir.map { [$0] } ?? []
+            let fds = try PrivateMount.openDirectories([u] + w, flags: [O_PATH] + w.map { _ in O_RDONLY })
+            workFD = fds.count > 1 ? fds[1] : nil
+            do { stack.append(try Layer(role: .upper, index: 0, path: u, fd: fds[0])) } catch {
+                workFD.map(Sys.close)
+                throw error
+            }
         }
-        guard !stack.isEmpty else { throw Errno.invalid }
+        do throws(Errno) {
+            for (i, dir) in config.lowerDirs.enumerated() {
+                stack.append(try Layer(role: .lower(i + 1), index: stack.count, path: dir))
+            }
+            guard !stack.isEmpty else { throw Errno.invalid }
+        } catch {
+            workFD.map(Sys.close)
+            throw error
+        }
         self.config = config
         self.layers = stack
         self.upper = stack.first { $0.isUpper }
         self.events = events
         self.sameFS = Set(stack.map(\.device)).count == 1
-        if let upper, let w = config.workDir {
-            work = try WorkDir(path: w, upper: upper)
+        if let upper, let workFD {
+            work = try WorkDir(opened: workFD, upper: upper)
             if let f = config.markerFormat { format = f } else { format = try work!.detectFormat() }
         } else {
             work = nil

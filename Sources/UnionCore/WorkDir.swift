@@ -14,12 +14,20 @@ final class WorkDir: @unchecked Sendable {
     private let upperLockFD: Int32
     private let counter = Atomic<UInt64>(0)
 
-    init(path: String, upper: Layer) throws(Errno) {
+    /// Takes `opened`, the workdir opened for reading from the upper layer's mount (see
+    /// PrivateMount: staged objects are renamed into upper, which needs one mount).
+    init(opened: Int32, upper: Layer) throws(Errno) {
         // Both upper and workdir are held exclusively, as the kernel marks them in use.
-        let upperLock = try Self.lock(try Sys.openBeneath(upper.rootFD, ".", O_RDONLY | O_DIRECTORY))
+        let upperLock: Int32
+        do {
+            upperLock = try Self.lock(try Sys.openBeneath(upper.rootFD, ".", O_RDONLY | O_DIRECTORY))
+        } catch {
+            Sys.close(opened)
+            throw error
+        }
         let top: Int32
         do {
-            top = try Self.lock(try retrying { suf_open_mode(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0) })
+            top = try Self.lock(opened)
         } catch {
             Sys.close(upperLock)
             throw error
