@@ -84,7 +84,7 @@ public final class Session: @unchecked Sendable {
         installSignalCounters()
         startHousekeeping()
         let rc = options.singleThreaded ? fuse_session_loop(se) : suf_session_loop_mt(se, 0, 10)
-        releaseLayerDescriptors(keeping: [fuse_session_fd(se), bridge.tracer?.fd ?? STDERR_FILENO])
+        releaseLayerDescriptors(keeping: [fuse_session_fd(se), bridge.tracer?.fd ?? -1])
         stopHousekeeping()
         return rc == 0 ? 0 : 1
     }
@@ -93,19 +93,18 @@ public final class Session: @unchecked Sendable {
     /// once the request loop has ended (every worker joined, so no request is using one).
     ///
     /// `umount MNT` returns as soon as the kernel has dropped the mount; the daemon
-    /// learns it from /dev/fuse a moment later. Until it exits, the layer roots, the
-    /// workdir and its locks, cached directories, orphans and file handles whose
-    /// release the kernel dropped with the connection all keep those filesystems
-    /// busy, so `umount MNT && umount LAYERFS` failed with EBUSY while the slower
-    /// teardown (housekeeping join, statistics, deinit) ran. The kernel's overlay
-    /// releases its layers before umount returns; this narrows the gap to the time
-    /// between the kernel ending the connection and the loop returning (about 0.1 ms;
-    /// it was the housekeeping thread's sleep, up to 50 ms, then statistics and deinit).
+    /// learns it from /dev/fuse a moment later. The layer roots, the workdir and its
+    /// locks, cached directories, orphans and file handles whose release the kernel
+    /// dropped with the connection keep those filesystems alive (and, when the layers
+    /// could not be opened through private mounts, busy: see UnionCore's PrivateMount)
+    /// until they are closed. Closing them only at exit left them held through the
+    /// housekeeping thread's sleep (up to 50 ms), statistics and deinit.
     ///
-    /// Each descriptor but stdio, `keep` (the FUSE device, the trace file) is pointed
-    /// at /dev/null with dup2 rather than closed: the number stays taken, so the
-    /// owners' deinit still closes their own descriptor and never one reused since.
+    /// Every descriptor on a layer's filesystem but stdio, the FUSE device and the trace file is pointed at
+    /// /dev/null with dup2 rather than closed: the number stays taken, so its owner's
+    /// deinit still closes its own descriptor and never one reused since.
     private func releaseLayerDescriptors(keeping keep: [Int32]) {
+        let devices = Set(bridge.union.layers.map(\.device))
         guard let dir = opendir("/proc/self/fd") else { return }
         var fds: [Int32] = []
         while let entry = readdir(dir) {
@@ -121,9 +120,14 @@ public final class Session: @unchecked Sendable {
             if let fd, fd > STDERR_FILENO, !keep.contains(fd) { fds.append(fd) }
         }
         let listing = dirfd(dir)
+        var layerFDs: [Int32] = []
+        for fd in fds where fd != listing {
+            var st = stat()
+            if fstat(fd, &st) == 0 && devices.contains(UInt64(st.st_dev)) { layerFDs.append(fd) }
+        }
         closedir(dir)
         let null = open("/dev/null", O_RDWR | O_CLOEXEC)
-        for fd in fds where fd != listing && fd != null {
+        for fd in layerFDs {
             if null < 0 || dup2(null, fd) < 0 { close(fd) }
         }
         if null >= 0 { close(null) }
