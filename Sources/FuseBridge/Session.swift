@@ -100,9 +100,10 @@ public final class Session: @unchecked Sendable {
     /// until they are closed. Closing them only at exit left them held through the
     /// housekeeping thread's sleep (up to 50 ms), statistics and deinit.
     ///
-    /// Every descriptor on a layer's filesystem but stdio, the FUSE device and the trace file is pointed at
-    /// /dev/null with dup2 rather than closed: the number stays taken, so its owner's
-    /// deinit still closes its own descriptor and never one reused since.
+    /// Every descriptor on a layer's filesystem (but stdio, the FUSE device and the
+    /// trace file) is pointed at /dev/null with dup2 rather than closed: the number
+    /// stays taken, so its owner's deinit still closes its own descriptor, never one
+    /// reused since.
     private func releaseLayerDescriptors(keeping keep: [Int32]) {
         let devices = Set(bridge.union.layers.map(\.device))
         guard let dir = opendir("/proc/self/fd") else { return }

@@ -42,7 +42,8 @@ enum PrivateMount {
     private static func openBeneathClone(_ paths: [String], flags: [Int32]) throws(Errno) -> [Int32] {
         let base = commonDirectory(paths)
         let tree = try retrying { suf_open_tree(AT_FDCWD, base, UInt32(OPEN_TREE_CLONE) | UInt32(O_CLOEXEC)) }
-        // The descriptors opened beneath keep the clone; closing this one detaches it from nothing.
+        // Closing the clone's own descriptor detaches the clone lazily: what is opened
+        // beneath it keeps it, as files keep a lazily unmounted filesystem.
         defer { Sys.close(tree) }
         var fds: [Int32] = []
         do throws(Errno) {
