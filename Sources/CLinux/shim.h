@@ -60,6 +60,12 @@ static inline int suf_openat2(int dirfd, const char *path, uint64_t flags, uint6
     return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
 }
 
+/* open_tree(2), Linux 5.2; with OPEN_TREE_CLONE a detached private copy of the mount at path. */
+#define SUF_OPEN_TREE_CLONE 1
+static inline int suf_open_tree(int dirfd, const char *path, unsigned int flags) {
+    return (int)syscall(SYS_open_tree, dirfd, path, flags);
+}
+
 static inline int suf_renameat2(int olddir, const char *oldname, int newdir, const char *newname, unsigned int flags) {
     return (int)syscall(SYS_renameat2, olddir, oldname, newdir, newname, flags);
 }

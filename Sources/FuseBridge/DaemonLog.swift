@@ -42,6 +42,12 @@ public final class DaemonLog: Diagnostics, Sendable {
 
     public var destination: Destination { state.withLock { $0.destination } }
 
+    /// The log file's descriptor, which must outlive the layers' at unmount.
+    public var fileDescriptor: Int32? {
+        if case .file(let fd) = destination { return fd }
+        return nil
+    }
+
     public func report(_ line: String) {
         let now = Int64(Clock.nanoseconds() / 1_000_000_000)
         let (dest, text): (Destination, String?) = state.withLock { s in

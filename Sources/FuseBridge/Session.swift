@@ -89,8 +89,47 @@ public final class Session: Sendable {
         installSignalCounters()
         startHousekeeping()
         let rc = options.singleThreaded ? fuse_session_loop(se) : suf_session_loop_mt(se, 0, 10)
+        releaseLayerDescriptors(keeping: [fuse_session_fd(se), bridge.tracer?.fd ?? -1, bridge.log.fileDescriptor ?? -1])
         stopHousekeeping()
         return rc == 0 ? 0 : 1
+    }
+
+    /// Lets go of every file the daemon holds on the layers' filesystems, first thing
+    /// once the request loop has ended (every worker joined, so no request is using one).
+    ///
+    /// `umount MNT` returns as soon as the kernel has dropped the mount; the daemon
+    /// learns it from /dev/fuse a moment later. The layer roots, the workdir and its
+    /// locks, cached directories, orphans and file handles whose release the kernel
+    /// dropped with the connection keep those filesystems alive (and, when the layers
+    /// could not be opened through private mounts, busy: see UnionCore's PrivateMount)
+    /// until they are closed. Closing them only at exit left them held through the
+    /// housekeeping thread's sleep (up to 50 ms), statistics and deinit.
+    ///
+    /// Every descriptor on a layer's filesystem (but stdio, the FUSE device and the
+    /// trace file) is pointed at /dev/null with dup2 rather than closed: the number
+    /// stays taken, so its owner's deinit still closes its own descriptor, never one
+    /// reused since.
+    private func releaseLayerDescriptors(keeping keep: [Int32]) {
+        let devices = Set(bridge.union.layers.map(\.device))
+        var fds: [Int32] = []
+        do throws(Errno) {
+            let list = try Sys.openPath(Array("/proc/self/fd".utf8), O_RDONLY | O_DIRECTORY)
+            // The entries are decimal numbers; the listing's own descriptor is closed before the fstat below.
+            try Sys.readDirectory(list) { (name: Name, _: UInt8, _: UInt64) throws(Errno) in
+                if let fd = Int32(String(decoding: name.bytes, as: UTF8.self)), fd > STDERR_FILENO, !keep.contains(fd) {
+                    fds.append(fd)
+                }
+            }
+        } catch {
+            bridge.log.report("cannot list the daemon's descriptors at unmount: \(error)")
+            return
+        }
+        let layerFDs = fds.filter { fd in (try? Sys.fstat(fd)).map { devices.contains(UInt64($0.st_dev)) } ?? false }
+        let null = try? Sys.openPath(Array("/dev/null".utf8), O_RDWR)
+        for fd in layerFDs {
+            guard let null, (try? Sys.dup2(null, fd)) != nil else { Sys.close(fd); continue }
+        }
+        if let null { Sys.close(null) }
     }
 
     private func installSignalCounters() {

@@ -30,8 +30,10 @@ public final class Layer: Sendable {
     /// The path, printable and lossless (see `Bytes.display`).
     public var displayPath: String { Bytes.display(path) }
 
-    public init(role: Role, index: Int, path: [UInt8]) throws(Errno) {
-        let fd = try Sys.openPath(path, O_PATH | O_DIRECTORY)
+    /// Takes `fd`, the layer's root (see PrivateMount), or opens `path` itself.
+    public init(role: Role, index: Int, path: [UInt8], fd opened: Int32? = nil) throws(Errno) {
+        let fd: Int32
+        if let opened { fd = opened } else { fd = try PrivateMount.openDirectories([path], flags: [O_PATH])[0] }
         let st: stat
         do throws(Errno) { st = try Sys.fstat(fd) } catch { Sys.close(fd); throw error }
         self.role = role

@@ -27,11 +27,26 @@ public final class Union: Sendable {
     public init(config: UnionConfig, events: EventSink = NullEventSink(),
                 diagnostics: Diagnostics = NullDiagnostics()) throws(Errno) {
         var stack: [Layer] = []
-        if let u = config.upperDir { stack.append(try Layer(role: .upper, index: 0, path: u)) }
-        for (i, dir) in config.lowerDirs.enumerated() {
-            stack.append(try Layer(role: .lower(i + 1), index: stack.count, path: dir))
+        // Upper and workdir through one private clone of their mount (see PrivateMount).
+        var workFD: Int32?
+        if let u = config.upperDir {
+            let w = config.workDir.map { [$0] } ?? []
+            let fds = try PrivateMount.openDirectories([u] + w, flags: [O_PATH] + w.map { _ in O_RDONLY })
+            workFD = fds.count > 1 ? fds[1] : nil
+            do throws(Errno) { stack.append(try Layer(role: .upper, index: 0, path: u, fd: fds[0])) } catch {
+                workFD.map(Sys.close)
+                throw error
+            }
         }
-        guard !stack.isEmpty else { throw Errno.invalid }
+        do throws(Errno) {
+            for (i, dir) in config.lowerDirs.enumerated() {
+                stack.append(try Layer(role: .lower(i + 1), index: stack.count, path: dir))
+            }
+            guard !stack.isEmpty else { throw Errno.invalid }
+        } catch {
+            workFD.map(Sys.close)
+            throw error
+        }
         self.config = config
         self.layers = stack
         let upper = stack.first { $0.isUpper }
@@ -40,8 +55,8 @@ public final class Union: Sendable {
         self.diagnostics = diagnostics
         let userNamespace = UserNamespace.current()
         self.userNamespace = userNamespace
-        if let upper, let w = config.workDir {
-            let work = try WorkDir(path: w, upper: upper, diagnostics: diagnostics)
+        if let upper, let w = config.workDir, let workFD {
+            let work = try WorkDir(opened: workFD, path: w, upper: upper, diagnostics: diagnostics)
             self.work = work
             if let f = config.markerFormat { format = f } else { format = try work.detectFormat() }
             markers = MarkerWriter(format: format, work: work, events: events)

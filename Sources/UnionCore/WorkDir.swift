@@ -17,12 +17,18 @@ final class WorkDir: Sendable {
 
     /// Fails with EBUSY when another mount holds upper or workdir, EINVAL when the
     /// workdir carries the kernel's volatile marker.
-    init(path: [UInt8], upper: Layer, diagnostics: Diagnostics) throws(Errno) {
+    /// Takes `opened`, the workdir opened for reading from the upper layer's mount (see
+    /// PrivateMount: staged objects are renamed into upper, which needs one mount).
+    init(opened: Int32, path: [UInt8], upper: Layer, diagnostics: Diagnostics) throws(Errno) {
         // Both upper and workdir are held exclusively, as the kernel marks them in use.
-        let upperLock = try Self.lock(try Sys.reopen(upper.rootFD, O_RDONLY | O_DIRECTORY))
+        let upperLock: Int32
+        do throws(Errno) { upperLock = try Self.lock(try Sys.reopen(upper.rootFD, O_RDONLY | O_DIRECTORY)) } catch {
+            Sys.close(opened)
+            throw error
+        }
         let top: Int32
         do throws(Errno) {
-            top = try Self.lock(try Sys.openPath(path, O_RDONLY | O_DIRECTORY))
+            top = try Self.lock(opened)
         } catch {
             Sys.close(upperLock)
             throw error

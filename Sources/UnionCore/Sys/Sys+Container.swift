@@ -32,6 +32,16 @@ extension Sys {
         }
     }
 
+    /// open_tree(OPEN_TREE_CLONE): a detached private copy of the mount at `path`.
+    public static func cloneMount(_ path: [UInt8]) throws(Errno) -> Int32 {
+        try Bytes.withCString(path) { (p: UnsafePointer<CChar>) throws(Errno) -> Int32 in
+            try retrying { suf_open_tree(AT_FDCWD, p, UInt32(SUF_OPEN_TREE_CLONE) | UInt32(O_CLOEXEC)) }
+        }
+    }
+
+    /// dup2(2): `fd` now refers to what `from` refers to.
+    public static func dup2(_ from: Int32, _ fd: Int32) throws(Errno) { _ = try retrying { Glibc.dup2(from, fd) } }
+
     public static func unmount(_ target: [UInt8], flags: Int32) throws(Errno) {
         _ = try Bytes.withCString(target) { (t: UnsafePointer<CChar>) throws(Errno) -> Int32 in
             try retrying { suf_umount2(t, flags) }
