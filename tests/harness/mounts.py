@@ -107,8 +107,13 @@ class Daemon:
     def start(self, timeout=MOUNT_TIMEOUT, expect_fail=False):
         """Start and wait until the mount is live.  Returns self; with expect_fail it
         returns 'mounted' or 'exited' instead of raising when the daemon exits."""
+        self.spawn()
+        return self.wait_mounted(timeout, expect_fail)
+
+    def spawn(self):
+        """Start the process (its output goes to self.log); wait_mounted() follows."""
         os.makedirs(self.mnt, exist_ok=True)
-        before = {(m.major, m.minor) for m in mountinfo.entries() if m.mnt == self.mnt}
+        self._before = {(m.major, m.minor) for m in mountinfo.entries() if m.mnt == self.mnt}
         if self.log is None:
             fd, self.log = tempfile.mkstemp(prefix="daemon-", suffix=".log", dir=os.path.dirname(self.mnt))
             errf = os.fdopen(fd, "w")
@@ -119,9 +124,12 @@ class Daemon:
                                          start_new_session=True, env=self.env, preexec_fn=self.preexec_fn)
         self.pid = self.proc.pid
         LIVE[id(self)] = self
+        return self
+
+    def wait_mounted(self, timeout=MOUNT_TIMEOUT, expect_fail=False):
         deadline = time.monotonic() + timeout
         while True:
-            m = self._new_entry(before)
+            m = self._new_entry(self._before)
             if m is not None:
                 self.entry = m
                 if not self.foreground:
