@@ -13,7 +13,6 @@ Only meaningful against swiftunionfs (skipped for fuse-overlayfs).
 import os
 import shutil
 import signal
-import stat
 import subprocess
 import tempfile
 import uuid
