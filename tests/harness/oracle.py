@@ -60,7 +60,7 @@ def compare_by_label(kres, sres, names=("kernel", "suf")):
 
 def differential(tmp_path, specs, op, upper_spec=None, offline=None, persist=True, check=None,
                  prepare=None, suf_opts=(), kernel_opts=(), suf_fmt="kernel", cross=True,
-                 snapshot_kw=None):
+                 snapshot_kw=None, markers=True, sides=None, layout=None, suf_mount_kw=None):
     """Run op(recorder) on the kernel's overlay and on swiftunionfs over identical
     layer copies and compare (a) each outcome, (b) the merged views, (c) the markers
     written to upper (and that no '.wh.*' file appears), (d) each side remounted on its
@@ -68,13 +68,20 @@ def differential(tmp_path, specs, op, upper_spec=None, offline=None, persist=Tru
 
     suf_fmt: the marker format of swiftunionfs's copies of the layers ('oci' compares
     OCI-marked layers with the kernel over the same stack in its own format; then
-    markers and cross-mounts are not compared).  Returns (kernel results, kernel view)."""
+    markers and cross-mounts are not compared).  markers=False: do not compare the
+    markers in upper (e.g. swiftunionfs writes another format on purpose); markers
+    'namespaces' compares opaque marks with their xattr namespace.  sides: a dict that
+    receives {'k': dirs, 's': dirs}.  layout(side) -> (layers base, upper base) puts the
+    layers and upper/workdirs elsewhere (other filesystems).  suf_mount_kw: more
+    arguments for mount_suf (env=, preexec_fn=, ...).
+    Returns (kernel results, kernel view)."""
     snapshot_kw = snapshot_kw or {}
-    sides = {}
+    suf_mount_kw = suf_mount_kw or {}
+    sides = {} if sides is None else sides
     for side, fmt in (("k", "kernel"), ("s", suf_fmt)):
-        base = os.path.join(str(tmp_path), side)
-        lowers = layers.build_layers(base, specs, fmt=fmt)
-        upper, work, xwork = layers.make_dirs(*(os.path.join(base, n) for n in ("upper", "work", "xwork")))
+        lbase, ubase = layout(side) if layout else (os.path.join(str(tmp_path), side),) * 2
+        lowers = layers.build_layers(lbase, specs, fmt=fmt)
+        upper, work, xwork = layers.make_dirs(*(os.path.join(ubase, n) for n in ("upper", "work", "xwork")))
         if upper_spec:
             layers.build_layer(upper, upper_spec, fmt)
         if prepare:
@@ -87,7 +94,7 @@ def differential(tmp_path, specs, op, upper_spec=None, offline=None, persist=Tru
         krec = Recorder(m)
         op(krec)
         ksnap = trees.snapshot(m, **snapshot_kw)
-    with mounts.mount_suf(s["lowers"], s["upper"], s["work"], extra_opts=suf_opts) as m:
+    with mounts.mount_suf(s["lowers"], s["upper"], s["work"], extra_opts=suf_opts, **suf_mount_kw) as m:
         srec = Recorder(m)
         op(srec)
         ssnap = trees.snapshot(m, **snapshot_kw)
@@ -99,9 +106,10 @@ def differential(tmp_path, specs, op, upper_spec=None, offline=None, persist=Tru
     d = trees.diff_snapshots(ksnap, ssnap, "kernel", "suf")
     if d:
         problems.append("merged views differ:\n  " + "\n  ".join(d))
-    smarks, sothers = trees.upper_markers(s["upper"])
-    if same_format:
-        kmarks, _ = trees.upper_markers(k["upper"])
+    ns = markers == "namespaces"
+    smarks, sothers = trees.upper_markers(s["upper"], namespaces=ns)
+    if same_format and markers:
+        kmarks, _ = trees.upper_markers(k["upper"], namespaces=ns)
         if kmarks != smarks:
             problems.append(f"upper markers differ: only kernel {sorted(kmarks - smarks)}, "
                             f"only suf {sorted(smarks - kmarks)}")
@@ -118,7 +126,7 @@ def differential(tmp_path, specs, op, upper_spec=None, offline=None, persist=Tru
 
     with mounts.mount_kernel(k["lowers"], k["upper"], k["work"], extra_opts=kernel_opts) as m:
         ksnap2 = trees.snapshot(m, **snapshot_kw)
-    with mounts.mount_suf(s["lowers"], s["upper"], s["work"], extra_opts=suf_opts) as m:
+    with mounts.mount_suf(s["lowers"], s["upper"], s["work"], extra_opts=suf_opts, **suf_mount_kw) as m:
         ssnap2 = trees.snapshot(m, **snapshot_kw)
     trees.assert_same_tree(ksnap2, ssnap2, what="after remount")
     if persist:
@@ -130,7 +138,7 @@ def differential(tmp_path, specs, op, upper_spec=None, offline=None, persist=Tru
         with mounts.mount_kernel(s["lowers"], s["upper"], s["xwork"], extra_opts=kernel_opts) as m:
             x1 = trees.snapshot(m, **snapshot_kw)
         trees.assert_same_tree(ssnap2, x1, "suf", "kernel over suf's upper", what="cross-mount")
-        with mounts.mount_suf(k["lowers"], k["upper"], k["xwork"], extra_opts=suf_opts) as m:
+        with mounts.mount_suf(k["lowers"], k["upper"], k["xwork"], extra_opts=suf_opts, **suf_mount_kw) as m:
             x2 = trees.snapshot(m, **snapshot_kw)
         trees.assert_same_tree(ksnap2, x2, "kernel", "suf over kernel's upper", what="cross-mount")
     return krec.results, ksnap
