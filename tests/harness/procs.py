@@ -219,11 +219,19 @@ def cmdline(pid):
         return []
 
 
-def pids_with_arg(arg):
-    """Pids whose command line has arg as one of its words."""
+def exe_name(pid):
+    try:
+        return os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        return None
+
+
+def pids_with_arg(arg, exe=None):
+    """Pids whose command line has arg as one of its words (and, with exe, whose
+    executable has that file name)."""
     out = []
     for d in os.listdir("/proc"):
-        if d.isdigit() and arg in cmdline(int(d)):
+        if d.isdigit() and arg in cmdline(int(d)) and (exe is None or exe_name(int(d)) == exe):
             out.append(int(d))
     return out
 
