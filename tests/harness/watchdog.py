@@ -88,8 +88,12 @@ def diagnose(stuck_pids=(), roots=(), main_thread=None):
     if main_thread is not None:
         frame = sys._current_frames().get(main_thread)
         if frame is not None:
-            lines.append("python stack of the stuck thread:")
-            lines += ["  " + l for l in "".join(traceback.format_stack(frame)[-12:]).rstrip().splitlines()]
+            frames = [f for f in traceback.extract_stack(frame)
+                      if "/site-packages/" not in f.filename and "/_pytest/" not in f.filename]
+            lines.append("python stack of the stuck thread (pytest's own frames left out):")
+            lines += ["  " + l for l in "".join(traceback.format_list(frames[-10:])).rstrip().splitlines()]
+        lines.append("kernel stacks of this process:")
+        lines.append(procs.thread_stacks(os.getpid()))
     for pid in stuck_pids:
         lines.append("kernel stacks of the stuck process:")
         lines.append(procs.thread_stacks(pid))
