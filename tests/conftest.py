@@ -25,6 +25,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import binary, mountinfo, mounts, watchdog  # noqa: E402
+from harness.procs import Hang  # noqa: E402
 from harness.layers import (Device, Dir, Fifo, File, Hardlink, OCIOpaque, OCIWhiteout,  # noqa: E402,F401
                             Sparse, Symlink, Whiteout, build_layer, build_layers, make_dirs)
 from harness.mounts import (MOUNT_TIMEOUT, SufMount, escape_opt_path, mount_fuse_overlayfs,  # noqa: E402,F401
@@ -43,6 +44,8 @@ is_mounted = mountinfo.is_mounted
 mount_fstype = mountinfo.fstype_of
 _force_unmount = mounts.force_unmount
 _unescape_mountinfo = mountinfo.unescape
+_new_mountpoint = mounts.new_mountpoint
+TestTimeout = Hang       # what a test that outlives its timeout fails with
 
 
 def strict_mode(config):
