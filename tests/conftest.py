@@ -17,6 +17,7 @@ Run:  python3 -m pytest tests -q
 """
 
 import os
+import random
 import sys
 from pathlib import Path
 
@@ -38,6 +39,9 @@ REPO = Path(binary.REPO)
 SUF_BIN = binary.SUF_BIN
 IS_FUSE_OVERLAYFS = binary.IS_FUSE_OVERLAYFS
 TEST_TIMEOUT = int(os.environ.get("SUF_TEST_TIMEOUT", "300"))
+# The stress scenarios' seed (tests/test_reliability.py): printed in the header, reused with
+# SUF_STRESS_SEED=N.
+STRESS_SEED = int(os.environ.get("SUF_STRESS_SEED") or random.randrange(1 << 30))
 
 mounted_points = mountinfo.mounted_points
 is_mounted = mountinfo.is_mounted
@@ -90,7 +94,8 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_report_header(config):
     return [f"SUF_BIN={SUF_BIN} (fuse-overlayfs harness mode: {IS_FUSE_OVERLAYFS}); "
-            f"strict (skips fail): {strict_mode(config)}"]
+            f"strict (skips fail): {strict_mode(config)}",
+            f"stress seed {STRESS_SEED} (rerun with SUF_STRESS_SEED={STRESS_SEED})"]
 
 
 def _strict_skip(report, config):

@@ -15,12 +15,11 @@ import collections
 import errno
 import json
 import os
-import random
 import time
 
 import pytest
 
-from conftest import make_dirs, mount_kernel, mount_suf
+from conftest import STRESS_SEED, make_dirs, mount_kernel, mount_suf
 from harness import stress
 from harness.procs import kill_and_reap, reap
 from harness.watchdog import in_child
@@ -28,7 +27,7 @@ from harness.watchdog import in_child
 pytestmark = pytest.mark.suf_only
 
 SMALL = dict(reps=3, big_mib=128, duration=15.0, procs=8, tar_files=600)
-SEED = int(os.environ.get("SUF_STRESS_SEED") or random.randrange(1 << 30))
+SEED = STRESS_SEED
 
 
 @pytest.fixture(scope="module")
