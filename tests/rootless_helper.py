@@ -1,10 +1,11 @@
 #!/usr/bin/python3
 """Rootless scenarios for swiftunionfs, run *inside* a user + mount namespace.
 
-Used two ways (stdlib only, so Debian's /usr/bin/python3 runs it as any user):
+Used two ways (stdlib only, so Debian's /usr/bin/python3 runs it as any user; the
+harness package is copied next to it):
 
- * imported by tests/test_rootless.py (as root, outside any namespace) to build
-   layer trees from specs, with namespace ids translated to host ids;
+ * imported by tests/test_rootless.py (as root, outside any namespace) for the layer
+   specs (harness.layers, namespace ids translated to host ids by the caller);
  * run as  `unshare -Urm /usr/bin/python3 rootless_helper.py CONFIG.json`  by an
    unprivileged user: it mounts the kernel's overlayfs (-o userxattr) and
    swiftunionfs (-f, in the background) in that namespace, runs the jobs named
@@ -21,260 +22,41 @@ A job is either
             test to compare with expectations.
 """
 
-import errno
-import hashlib
+import contextlib
 import json
 import os
 import shutil
 import signal
 import stat
-import subprocess
 import sys
-import time
 import traceback
 
-MOUNT_TIMEOUT = 20.0
-CMD_TIMEOUT = 30
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-# --------------------------------------------------------------------------
-# layer specs (ids are namespace ids; the builder translates them)
-# --------------------------------------------------------------------------
+from harness import mountinfo, mounts, oracle, trees  # noqa: E402
+from harness.layers import Dir as D, File as F, Hardlink as H, Symlink as L, Whiteout as W  # noqa: E402,F401
+from harness.procs import Failure, as_ids  # noqa: E402
 
-
-class F:
-    def __init__(self, content=b"", mode=0o644, uid=0, gid=0, xattrs=None):
-        self.content = content.encode() if isinstance(content, str) else content
-        self.mode, self.uid, self.gid, self.xattrs = mode, uid, gid, xattrs or {}
+SNAP_PREFIXES = ("user.",)
 
 
-class D:
-    def __init__(self, entries=None, mode=0o755, uid=0, gid=0, xattrs=None, opaque=False):
-        self.entries = entries or {}
-        self.mode, self.uid, self.gid, self.xattrs, self.opaque = mode, uid, gid, xattrs or {}, opaque
-
-
-class L:
-    def __init__(self, target, uid=0, gid=0):
-        self.target, self.uid, self.gid = target, uid, gid
-
-
-class H:
-    def __init__(self, target):
-        self.target = target
-
-
-class W:
-    """Kernel whiteout (0/0 character device)."""
-
-
-def _node(v):
-    if isinstance(v, (str, bytes)):
-        return F(v)
-    if isinstance(v, dict):
-        return D(v)
-    return v
-
-
-def build_layer(root, spec, hostid=lambda i: i):
-    """Create the tree `spec` (dict name -> node) at root.  hostid maps the
-    spec's (namespace) ids to the ids written.  Opaque dirs get the userxattr
-    format (user.overlay.opaque=y).  The root dir itself gets uid/gid 0."""
-    os.makedirs(root, exist_ok=True)
-    dirs, links = [], []
-
-    def make(path, node):
-        node = _node(node)
-        if isinstance(node, D):
-            os.mkdir(path)
-            for name, child in node.entries.items():
-                make(os.path.join(path, name), child)
-            dirs.append((path, node))
-        elif isinstance(node, F):
-            with open(path, "wb") as f:
-                f.write(node.content)
-            os.chown(path, hostid(node.uid), hostid(node.gid))
-            os.chmod(path, node.mode)
-            for k, v in node.xattrs.items():
-                os.setxattr(path, k, v)
-        elif isinstance(node, L):
-            os.symlink(node.target, path)
-            os.lchown(path, hostid(node.uid), hostid(node.gid))
-        elif isinstance(node, H):
-            links.append((path, node.target))
-        elif isinstance(node, W):
-            os.mknod(path, stat.S_IFCHR | 0o000, 0)
-            os.lchown(path, hostid(0), hostid(0))
-        else:
-            raise TypeError(node)
-
-    for name, child in spec.items():
-        make(os.path.join(root, name), child)
-    for path, target in links:
-        os.link(os.path.join(root, target), path)
-    for path, node in dirs:
-        os.chown(path, hostid(node.uid), hostid(node.gid))
-        for k, v in node.xattrs.items():
-            os.setxattr(path, k, v)
-        if node.opaque:
-            os.setxattr(path, "user.overlay.opaque", b"y")
-        os.chmod(path, node.mode)
-    os.chown(root, hostid(0), hostid(0))
-    return root
-
-
-# --------------------------------------------------------------------------
-# snapshots
-# --------------------------------------------------------------------------
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        while True:
-            b = os.read(fd, 1 << 20)
-            if not b:
-                break
-            h.update(b)
-    finally:
-        os.close(fd)
-    return h.hexdigest()
-
-
-def xattrs_of(path, prefixes=("user.",)):
-    out = {}
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError as e:
-        if e.errno in (errno.ENOTSUP, errno.EPERM):
-            return {}
-        raise
-    for n in sorted(names):
-        if any(n.startswith(p) for p in prefixes):
-            try:
-                out[n] = os.getxattr(path, n, follow_symlinks=False).decode(errors="replace")
-            except OSError as e:
-                out[n] = "<errno %s>" % errno.errorcode.get(e.errno, e.errno)
-    return out
-
-
-def kind_of(mode):
-    for test, name in ((stat.S_ISDIR, "dir"), (stat.S_ISREG, "file"), (stat.S_ISLNK, "symlink"),
-                       (stat.S_ISCHR, "chr"), (stat.S_ISBLK, "blk"), (stat.S_ISFIFO, "fifo"),
-                       (stat.S_ISSOCK, "sock")):
-        if test(mode):
-            return name
-    return "?"
-
-
-def snapshot(root, prefixes=("user.",), times=False):
-    """relpath -> record; '.' is root.  Does not follow symlinks."""
-    root = str(root)
-    snap = {}
-
-    def record(path, rel):
-        st = os.lstat(path)
-        k = kind_of(st.st_mode)
-        r = {"type": k, "mode": oct(stat.S_IMODE(st.st_mode)), "uid": st.st_uid, "gid": st.st_gid}
-        if k == "file":
-            r["size"] = st.st_size
-            r["sha256"] = sha256_file(path)
-        elif k == "symlink":
-            r["target"] = os.readlink(path)
-        elif k in ("chr", "blk"):
-            r["rdev"] = [os.major(st.st_rdev), os.minor(st.st_rdev)]
-        if k != "dir":
-            r["nlink"] = st.st_nlink
-        r["xattrs"] = xattrs_of(path, prefixes)
-        if times:
-            r["mtime_ns"] = st.st_mtime_ns
-        snap[rel] = r
-        return k
-
-    def walk(dirpath, rel):
-        with os.scandir(dirpath) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for e in entries:
-            erel = e.name if rel == "." else rel + "/" + e.name
-            if record(e.path, erel) == "dir":
-                walk(e.path, erel)
-
-    record(root, ".")
-    walk(root, ".")
-    return snap
-
-
-def diff_snapshots(a, b, name_a, name_b, limit=40):
-    out = []
-    for p in sorted(set(a) | set(b)):
-        if p not in b:
-            out.append("only in %s: %s %s" % (name_a, p, a[p]))
-        elif p not in a:
-            out.append("only in %s: %s %s" % (name_b, p, b[p]))
-        elif a[p] != b[p]:
-            keys = sorted(set(a[p]) | set(b[p]))
-            out.append("differs %s: " % p + ", ".join(
-                "%s: %r vs %r" % (k, a[p].get(k, "<none>"), b[p].get(k, "<none>"))
-                for k in keys if a[p].get(k) != b[p].get(k)))
-    if len(out) > limit:
-        out = out[:limit] + ["... and %d more" % (len(out) - limit)]
-    return out
+def snapshot(root, prefixes=SNAP_PREFIXES, times=False):
+    return trees.jsonable(trees.snapshot(root, prefixes=prefixes, times=times))
 
 
 def upper_markers(upper):
-    """Sorted [relpath, 'whiteout'|'opaque'|'trusted-opaque'] plus stray '.wh.*' names."""
-    marks, others = set(), []
+    """Sorted [relpath, 'whiteout'|'opaque:user'|'opaque:trusted'] and stray '.wh.*' names."""
+    marks, others = trees.upper_markers(upper, namespaces=True)
+    return sorted(list(m) for m in marks), others
 
-    def opaque(p):
-        res = []
-        for n, tag in (("user.overlay.opaque", "opaque"), ("trusted.overlay.opaque", "trusted-opaque")):
-            try:
-                if os.getxattr(p, n, follow_symlinks=False) == b"y":
-                    res.append(tag)
-            except OSError:
-                pass
-        return res
 
-    for dirpath, dirnames, filenames in os.walk(upper):
-        rel_dir = os.path.relpath(dirpath, upper)
-        for name in dirnames + filenames:
-            p = os.path.join(dirpath, name)
-            rel = name if rel_dir == "." else rel_dir + "/" + name
-            st = os.lstat(p)
-            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                marks.add((rel, "whiteout"))
-            elif name.startswith(".wh."):
-                others.append(rel)
-            if stat.S_ISDIR(st.st_mode):
-                for t in opaque(p):
-                    marks.add((rel, t))
-    for t in opaque(upper):
-        marks.add((".", t))
-    return sorted(list(m) for m in marks), sorted(others)
+def Recorder(root):
+    return oracle.Recorder(root, jsonable=True)
 
 
 # --------------------------------------------------------------------------
 # operations
 # --------------------------------------------------------------------------
-
-class Recorder:
-    def __init__(self, root):
-        self.root = str(root)
-        self.results = []
-
-    def p(self, rel):
-        return os.path.join(self.root, rel)
-
-    def __call__(self, label, fn, *args, **kwargs):
-        try:
-            v = fn(*args, **kwargs)
-            if isinstance(v, bytes):
-                v = v.decode(errors="replace")
-            out = ["ok", v if isinstance(v, (int, str, type(None), list, bool)) else repr(v)]
-        except OSError as e:
-            out = ["err", errno.errorcode.get(e.errno, str(e.errno))]
-        self.results.append([label, out])
-        return out
-
 
 def write(path, data, mode="wb"):
     if "b" in mode and isinstance(data, str):
@@ -296,43 +78,6 @@ def meta(path):
 
 def ls(path):
     return sorted(os.listdir(path))
-
-
-def as_ids(uid, gid, fn, *args):
-    """Run fn(*args) in a child with these ids (no supplementary groups);
-    return its value, or raise OSError with the child's errno."""
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(rfd)
-        try:
-            os.setgroups([])
-            os.setresgid(gid, gid, gid)
-            os.setresuid(uid, uid, uid)
-            os.umask(0o022)
-            v = fn(*args)
-            msg = json.dumps(["ok", v if isinstance(v, (int, str, type(None), list)) else repr(v)])
-        except OSError as e:
-            msg = json.dumps(["err", e.errno])
-        except BaseException as e:  # noqa: BLE001
-            msg = json.dumps(["exc", repr(e)])
-        os.write(wfd, msg.encode())
-        os._exit(0)
-    os.close(wfd)
-    data = b""
-    while True:
-        b = os.read(rfd, 65536)
-        if not b:
-            break
-        data += b
-    os.close(rfd)
-    os.waitpid(pid, 0)
-    kind, v = json.loads(data.decode() or '["exc", "child wrote nothing"]')
-    if kind == "err":
-        raise OSError(v, os.strerror(v))
-    if kind == "exc":
-        raise RuntimeError(v)
-    return v
 
 
 def op_removals(r):
@@ -501,131 +246,42 @@ OPS = {"removals": op_removals, "renames": op_renames, "metadata": op_metadata,
 # mounting (inside the namespace)
 # --------------------------------------------------------------------------
 
-def _unescape(s):
-    out, i = [], 0
-    while i < len(s):
-        if s[i] == "\\" and s[i + 1:i + 4].isdigit():
-            out.append(chr(int(s[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)
-
-
-def mount_of(mnt):
-    """fstype of the topmost mount at mnt, or None."""
-    mnt = os.path.realpath(mnt)
-    fstype = None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split()
-            if _unescape(parts[4]) == mnt:
-                fstype = parts[parts.index("-") + 1]
-    return fstype
-
-
-def esc(p):
-    return str(p).replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
-
-
-def overlay_opts(lowers, upper, work):
-    return "lowerdir=%s,upperdir=%s,workdir=%s" % (":".join(esc(l) for l in lowers), esc(upper), esc(work))
-
-
 class Ctx:
     def __init__(self, cfg):
         self.bin = cfg["bin"]
         self.pidfile = cfg["pidfile"]
-        self.daemons = []      # [{pid, exit, stderr, unmounted}]
-        self.log = []
-
-    def note(self, s):
-        self.log.append(s)
+        self.daemons = []      # [{pid, cmd, exit, stderr}]
 
 
-class Failed(Exception):
-    pass
+@contextlib.contextmanager
+def kernel_mounted(ctx, lowers, upper, work, mnt):
+    with mounts.mount_kernel(lowers, upper, work, mnt, extra_opts=("userxattr",)) as m:
+        yield m
 
 
-class KernelMount:
-    def __init__(self, ctx, lowers, upper, work, mnt):
-        self.ctx, self.mnt = ctx, mnt
-        self.opts = "userxattr," + overlay_opts(lowers, upper, work)
-
-    def __enter__(self):
-        r = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", self.opts, self.mnt],
-                           capture_output=True, text=True, timeout=CMD_TIMEOUT)
-        if r.returncode != 0:
-            raise Failed("kernel overlay mount failed: %s (opts %s)" % (r.stderr.strip(), self.opts))
-        return self.mnt
-
-    def __exit__(self, *exc):
-        r = subprocess.run(["umount", self.mnt], capture_output=True, text=True, timeout=CMD_TIMEOUT)
-        if r.returncode != 0 and mount_of(self.mnt):
-            subprocess.run(["umount", "-l", self.mnt], capture_output=True, timeout=CMD_TIMEOUT)
-            if exc[0] is None:
-                raise Failed("umount of kernel overlay %s failed: %s" % (self.mnt, r.stderr.strip()))
-
-
-class SufMount:
-    def __init__(self, ctx, lowers, upper, work, mnt, extra=()):
-        self.ctx, self.mnt = ctx, mnt
-        opts = overlay_opts(lowers, upper, work)
-        if extra:
-            opts += "," + ",".join(extra)
-        self.cmd = [ctx.bin, "-f", "-o", opts, mnt]
-        self.errpath = mnt.rstrip("/") + ".stderr"
-        self.rec = None
-
-    def stderr(self):
-        try:
-            with open(self.errpath, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def __enter__(self):
-        errf = open(self.errpath, "w")
-        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=errf, stderr=errf,
-                                     start_new_session=True)
-        errf.close()
-        self.rec = {"pid": self.proc.pid, "cmd": self.cmd, "exit": None}
-        self.ctx.daemons.append(self.rec)
-        with open(self.ctx.pidfile, "a") as f:
-            f.write("%d\n" % self.proc.pid)
-        deadline = time.monotonic() + MOUNT_TIMEOUT
-        while mount_of(self.mnt) != "fuse.swiftunionfs":
-            rc = self.proc.poll()
-            if rc is not None:
-                self.rec["exit"] = rc
-                raise Failed("swiftunionfs exited with %s before mounting\ncmd: %s\nstderr:\n%s"
-                             % (rc, self.cmd, self.stderr()))
-            if time.monotonic() > deadline:
-                self.proc.kill()
-                self.rec["exit"] = self.proc.wait(10)
-                raise Failed("swiftunionfs did not mount within %ss\nstderr:\n%s" % (MOUNT_TIMEOUT, self.stderr()))
-            time.sleep(0.02)
-        return self.mnt
-
-    def __exit__(self, *exc):
-        problems = []
-        if mount_of(self.mnt):
-            r = subprocess.run(["umount", self.mnt], capture_output=True, text=True, timeout=CMD_TIMEOUT)
-            if r.returncode != 0 and mount_of(self.mnt):
-                problems.append("umount failed: %s" % r.stderr.strip())
-                subprocess.run(["umount", "-l", self.mnt], capture_output=True, timeout=CMD_TIMEOUT)
-        try:
-            self.rec["exit"] = self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            problems.append("daemon did not exit within 20s after unmount; killed")
-            self.proc.kill()
-            self.rec["exit"] = self.proc.wait(timeout=20)
-        self.rec["stderr"] = self.stderr()[-4000:]
-        if self.rec["exit"] != 0:
-            problems.append("daemon exit status %s" % self.rec["exit"])
-        if problems and exc[0] is None:
-            raise Failed("; ".join(problems) + "\ncmd: %s\nstderr:\n%s" % (self.cmd, self.stderr()))
+@contextlib.contextmanager
+def suf_mounted(ctx, lowers, upper, work, mnt, extra=()):
+    """swiftunionfs -f in the namespace; unmounted with umount (we are root here);
+    its pid goes to the pidfile before it mounts, so that the test can end survivors."""
+    d = mounts.Daemon(mounts.suf_argv(lowers, upper, work, extra, mnt, bin=ctx.bin), mnt,
+                      log=mnt.rstrip("/") + ".stderr", fstype="fuse.swiftunionfs")
+    d.spawn()
+    rec = {"pid": d.pid, "cmd": d.argv, "exit": None}
+    ctx.daemons.append(rec)
+    with open(ctx.pidfile, "a") as f:
+        f.write("%d\n" % d.pid)
+    ok = False
+    try:
+        d.wait_mounted()
+        yield mnt
+        ok = True
+    finally:
+        problems = d.stop(check=False, unmount=("umount",))
+        d.cleanup()
+        rec["exit"] = d.exit_status
+        rec["stderr"] = d.stderr()[-4000:]
+        if problems and ok:
+            raise Failure("; ".join(problems) + "\ncmd: %s\nstderr:\n%s" % (d.argv, d.stderr()))
 
 
 # --------------------------------------------------------------------------
@@ -639,15 +295,11 @@ def side_dirs(d, nlowers):
 
 
 def lower_digest(lowers):
-    """Everything about the lower trees that swiftunionfs must not change."""
-    out = {}
-    for i, l in enumerate(lowers):
-        snap = snapshot(l, prefixes=("user.", "trusted.", "security."), times=True)
-        for rel, rec in snap.items():
-            if rec["type"] == "dir":
-                rec.pop("mtime_ns", None)  # atime/mtime of dirs: reading never changes mtime, but be lenient
-            out["l%d/%s" % (i + 1, rel)] = rec
-    return out
+    return trees.jsonable(trees.layers_digest(lowers))
+
+
+def diff(a, b, name_a, name_b):
+    return trees.diff_snapshots(a, b, name_a, name_b)
 
 
 def run_diff(ctx, job):
@@ -658,11 +310,11 @@ def run_diff(ctx, job):
     problems = []
     before = lower_digest(s["lowers"])
 
-    with KernelMount(ctx, k["lowers"], k["upper"], k["work"], k["mnt"]) as m:
+    with kernel_mounted(ctx, k["lowers"], k["upper"], k["work"], k["mnt"]) as m:
         krec = Recorder(m)
         op(krec)
         ksnap = snapshot(m)
-    with SufMount(ctx, s["lowers"], s["upper"], s["work"], s["mnt"], extra) as m:
+    with suf_mounted(ctx, s["lowers"], s["upper"], s["work"], s["mnt"], extra) as m:
         srec = Recorder(m)
         op(srec)
         ssnap = snapshot(m)
@@ -673,30 +325,30 @@ def run_diff(ctx, job):
         b = srec.results[i] if i < len(srec.results) else None
         if a != b:
             op_diffs.append([i, (a or b)[0], a and a[1], b and b[1]])
-    problems += ["merged view: " + x for x in diff_snapshots(ksnap, ssnap, "kernel", "suf")]
-    kmarks, kothers = upper_markers(k["upper"])
+    problems += ["merged view: " + x for x in diff(ksnap, ssnap, "kernel", "suf")]
+    kmarks, _ = upper_markers(k["upper"])
     smarks, sothers = upper_markers(s["upper"])
     if kmarks != smarks:
         problems.append("upper markers differ: kernel %s vs suf %s" % (kmarks, smarks))
     if sothers:
         problems.append("swiftunionfs left '.wh.*' names in upper: %s" % sothers)
 
-    with KernelMount(ctx, k["lowers"], k["upper"], k["work"], k["mnt"]) as m:
+    with kernel_mounted(ctx, k["lowers"], k["upper"], k["work"], k["mnt"]) as m:
         ksnap2 = snapshot(m)
-    with SufMount(ctx, s["lowers"], s["upper"], s["work"], s["mnt"], extra) as m:
+    with suf_mounted(ctx, s["lowers"], s["upper"], s["work"], s["mnt"], extra) as m:
         ssnap2 = snapshot(m)
-    problems += ["after remount: " + x for x in diff_snapshots(ksnap2, ssnap2, "kernel", "suf")]
-    problems += ["persistence: " + x for x in diff_snapshots(ssnap, ssnap2, "suf live", "suf remounted")]
+    problems += ["after remount: " + x for x in diff(ksnap2, ssnap2, "kernel", "suf")]
+    problems += ["persistence: " + x for x in diff(ssnap, ssnap2, "suf live", "suf remounted")]
 
-    with KernelMount(ctx, s["lowers"], s["upper"], s["xwork"], s["mnt"]) as m:
+    with kernel_mounted(ctx, s["lowers"], s["upper"], s["xwork"], s["mnt"]) as m:
         x1 = snapshot(m)
-    problems += ["cross-mount: " + x for x in diff_snapshots(ssnap2, x1, "suf", "kernel over suf's upper")]
-    with SufMount(ctx, k["lowers"], k["upper"], k["xwork"], k["mnt"], extra) as m:
+    problems += ["cross-mount: " + x for x in diff(ssnap2, x1, "suf", "kernel over suf's upper")]
+    with suf_mounted(ctx, k["lowers"], k["upper"], k["xwork"], k["mnt"], extra) as m:
         x2 = snapshot(m)
-    problems += ["cross-mount: " + x for x in diff_snapshots(ksnap2, x2, "kernel", "suf over kernel's upper")]
+    problems += ["cross-mount: " + x for x in diff(ksnap2, x2, "kernel", "suf over kernel's upper")]
 
     after = lower_digest(s["lowers"])
-    problems += ["lower changed: " + x for x in diff_snapshots(before, after, "before", "after")]
+    problems += ["lower changed: " + x for x in diff(before, after, "before", "after")]
     return {"problems": problems, "op_diffs": op_diffs, "kernel_results": krec.results, "suf_results": srec.results,
             "suf_snapshot": ssnap, "kernel_snapshot": ksnap, "markers": smarks, "kernel_markers": kmarks}
 
@@ -706,15 +358,15 @@ def run_expect(ctx, job):
     op = OPS[job["ops"]]
     extra = job.get("suf_opts", [])
     before = lower_digest(s["lowers"])
-    with SufMount(ctx, s["lowers"], s["upper"], s["work"], s["mnt"], extra) as m:
+    with suf_mounted(ctx, s["lowers"], s["upper"], s["work"], s["mnt"], extra) as m:
         srec = Recorder(m)
         op(srec)
         ssnap = snapshot(m)
-    with SufMount(ctx, s["lowers"], s["upper"], s["work"], s["mnt"], extra) as m:
+    with suf_mounted(ctx, s["lowers"], s["upper"], s["work"], s["mnt"], extra) as m:
         ssnap2 = snapshot(m)
     after = lower_digest(s["lowers"])
-    problems = ["persistence: " + x for x in diff_snapshots(ssnap, ssnap2, "suf live", "suf remounted")]
-    problems += ["lower changed: " + x for x in diff_snapshots(before, after, "before", "after")]
+    problems = ["persistence: " + x for x in diff(ssnap, ssnap2, "suf live", "suf remounted")]
+    problems += ["lower changed: " + x for x in diff(before, after, "before", "after")]
     return {"problems": problems, "suf_results": srec.results, "suf_snapshot": ssnap,
             "upper_snapshot": snapshot(s["upper"], prefixes=("user.", "trusted."))}
 
@@ -731,16 +383,14 @@ def main():
     for job in cfg["jobs"]:
         try:
             res = (run_diff if job["kind"] == "diff" else run_expect)(ctx, job)
-        except Failed as e:
+        except Failure as e:
             res = {"problems": ["FAILED: %s" % e]}
         except Exception:  # noqa: BLE001
             res = {"problems": ["EXCEPTION: %s" % traceback.format_exc()]}
         out["jobs"][job["name"]] = res
     out["daemons"] = ctx.daemons
     # whatever is still mounted by us below base (should be nothing)
-    with open("/proc/self/mountinfo") as f:
-        out["left_mounted"] = [_unescape(l.split()[4]) for l in f
-                               if _unescape(l.split()[4]).startswith(cfg["base"])]
+    out["left_mounted"] = [m.mnt for m in mountinfo.below(cfg["base"])]
     sys.stdout.write("\n" + json.dumps(out) + "\n")
     sys.stdout.flush()
 

@@ -15,26 +15,23 @@ restores the original mode afterwards (also on failure).
 
 import json
 import os
-import pwd
 import shutil
 import signal
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 
 import pytest
 
 from conftest import SUF_BIN
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import rootless_helper as rh  # noqa: E402
+from harness import layers, mounts, procs, trees, watchdog
+from harness.users import TestUser, dev_fuse_mode
 from rootless_helper import D, F, H, L, W  # noqa: E402
 
-USER = os.environ.get("SUF_ROOTLESS_USER", "sufrl-test")
 PYTHON = "/usr/bin/python3"
-HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rootless_helper.py")
+HERE = os.path.dirname(os.path.abspath(__file__))
+HELPER = os.path.join(HERE, "rootless_helper.py")
 RUN_TIMEOUT = 240
 
 pytestmark = [pytest.mark.suf_only, pytest.mark.timeout(600)]
@@ -44,79 +41,49 @@ pytestmark = [pytest.mark.suf_only, pytest.mark.timeout(600)]
 # environment: user, subordinate ids, /dev/fuse
 # --------------------------------------------------------------------------
 
-def _subrange(path, user, uid):
-    try:
-        with open(path) as f:
-            for line in f:
-                parts = line.strip().split(":")
-                if len(parts) == 3 and parts[0] in (user, str(uid)):
-                    return int(parts[1]), int(parts[2])
-    except FileNotFoundError:
-        pass
-    return None
-
-
 @pytest.fixture(scope="module")
 def rl_user():
+    """A fresh unprivileged user with 65536 subordinate uids and gids, removed (with its
+    /etc/subuid and /etc/subgid lines) at the end of the module."""
     if os.geteuid() != 0:
         pytest.skip("needs root to create the test user")
-    for tool in ("unshare", "runuser", "newuidmap", "newgidmap", PYTHON):
+    for tool in ("unshare", "runuser", "newuidmap", "newgidmap", "useradd", "userdel", PYTHON):
         if not shutil.which(tool):
             pytest.skip(f"{tool} missing")
-    try:
-        pw = pwd.getpwnam(USER)
-    except KeyError:
-        subprocess.run(["useradd", "-m", "-s", "/bin/sh", USER], check=True, timeout=60,
-                       capture_output=True)
-        pw = pwd.getpwnam(USER)
-    uid, gid = pw.pw_uid, pw.pw_gid
-    if _subrange("/etc/subuid", USER, uid) is None or _subrange("/etc/subgid", USER, uid) is None:
-        # Pick a free 65536 block above every range in use.
-        top = 100000
-        for path in ("/etc/subuid", "/etc/subgid"):
-            try:
-                with open(path) as f:
-                    for line in f:
-                        parts = line.strip().split(":")
-                        if len(parts) == 3:
-                            top = max(top, int(parts[1]) + int(parts[2]))
-            except FileNotFoundError:
-                pass
-        if _subrange("/etc/subuid", USER, uid) is None:
-            subprocess.run(["usermod", "--add-subuids", f"{top}-{top + 65535}", USER],
-                           check=True, timeout=60, capture_output=True)
-        if _subrange("/etc/subgid", USER, uid) is None:
-            subprocess.run(["usermod", "--add-subgids", f"{top}-{top + 65535}", USER],
-                           check=True, timeout=60, capture_output=True)
-    subuid = _subrange("/etc/subuid", USER, uid)
-    subgid = _subrange("/etc/subgid", USER, uid)
-    assert subuid and subuid[1] >= 65536 and subgid and subgid[1] >= 65536, (subuid, subgid)
-    # Does the kernel let this user create a user namespace at all?
-    r = subprocess.run(["runuser", "-u", USER, "--", "unshare", "-Urm", "true"],
-                       capture_output=True, text=True, timeout=30)
-    if r.returncode != 0:
-        pytest.skip(f"unprivileged user namespaces unavailable: {r.stderr.strip()}")
-    return dict(name=USER, uid=uid, gid=gid, subuid=subuid[0], subgid=subgid[0])
+    with TestUser(os.environ.get("SUF_ROOTLESS_USER"), subids=True) as u:
+        assert u.subuid is not None and u.subgid is not None, (u.subuid, u.subgid)
+        # Does the kernel let this user create a user namespace at all?
+        r = subprocess.run(["runuser", "-u", u.name, "--", "unshare", "-Urm", "true"],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            pytest.skip(f"unprivileged user namespaces unavailable: {r.stderr.strip()}")
+        yield u.as_dict()
 
 
 @pytest.fixture(scope="module")
 def dev_fuse():
-    st = os.stat("/dev/fuse")
-    old = stat.S_IMODE(st.st_mode)
-    os.chmod("/dev/fuse", 0o666)
-    try:
+    with dev_fuse_mode(0o666):
         yield
-    finally:
-        os.chmod("/dev/fuse", old)
 
 
 @pytest.fixture(scope="module")
 def base_dir():
-    """A world-traversable dir outside root's 0700 pytest tmp tree."""
+    """A world-traversable dir outside root's 0700 pytest tmp tree, holding a copy of
+    the helper and the harness (the user cannot read the worktree)."""
     d = tempfile.mkdtemp(prefix="sufrl-")
     os.chmod(d, 0o755)
+    mounts.own(d)
+    shutil.copy(HELPER, os.path.join(d, "rootless_helper.py"))
+    shutil.copytree(os.path.join(HERE, "harness"), os.path.join(d, "harness"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for dp, dns, fns in os.walk(d):
+        os.chmod(dp, 0o755)
+        for n in fns:
+            os.chmod(os.path.join(dp, n), 0o644)
     yield d
     # Inside the namespaces mounts died with them; nothing can be mounted here.
+    mounts.unmount_all_below(d)
+    mounts.disown(d)
     shutil.rmtree(d, ignore_errors=True)
 
 
@@ -124,40 +91,11 @@ def base_dir():
 # host-side bookkeeping
 # --------------------------------------------------------------------------
 
-def manifest(root, skip=()):
-    """Everything about a tree (ids, modes, content, all xattrs, mtimes of
-    non-dirs) except the subtrees named in skip (relative paths)."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = os.path.relpath(dirpath, root)
-        keep = []
-        for n in sorted(dirnames):
-            rel = n if rel_dir == "." else f"{rel_dir}/{n}"
-            if rel not in skip:
-                keep.append(n)
-        dirnames[:] = keep
-        for n in keep + sorted(filenames):
-            rel = n if rel_dir == "." else f"{rel_dir}/{n}"
-            if rel in skip:
-                continue
-            p = os.path.join(dirpath, n)
-            st = os.lstat(p)
-            rec = [stat.filemode(st.st_mode), st.st_uid, st.st_gid]
-            if stat.S_ISREG(st.st_mode):
-                rec += [st.st_size, st.st_mtime_ns, rh.sha256_file(p)]
-            elif stat.S_ISLNK(st.st_mode):
-                rec.append(os.readlink(p))
-            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-                rec.append(st.st_rdev)
-            if not stat.S_ISLNK(st.st_mode):
-                rec.append(sorted((x, os.getxattr(p, x, follow_symlinks=False).hex())
-                                  for x in os.listxattr(p, follow_symlinks=False)))
-            out[rel] = rec
-    return out
+manifest = trees.manifest
 
 
 def host_snapshot(upper):
-    return rh.snapshot(upper, prefixes=("user.", "trusted."))
+    return trees.snapshot(upper, prefixes=("user.", "trusted."))
 
 
 def _daemon_alive(pid):
@@ -166,9 +104,7 @@ def _daemon_alive(pid):
         exe = os.readlink(f"/proc/{pid}/exe")
     except OSError:
         return False
-    with open(f"/proc/{pid}/stat") as f:
-        state = f.read().rsplit(")", 1)[1].split()[0]
-    return os.path.realpath(exe) == os.path.realpath(SUF_BIN) and state != "Z"
+    return os.path.realpath(exe) == os.path.realpath(SUF_BIN) and procs.alive(pid)
 
 
 def run_in_namespace(user, base, name, jobs, multi=False):
@@ -176,10 +112,7 @@ def run_in_namespace(user, base, name, jobs, multi=False):
     pidfile = os.path.join(base, f"{name}.pids")
     open(pidfile, "w").close()
     os.chown(pidfile, user["uid"], user["gid"])
-    helper = os.path.join(base, "rootless_helper.py")
-    if not os.path.exists(helper):
-        shutil.copy(HELPER, helper)
-        os.chmod(helper, 0o644)
+    helper = os.path.join(os.path.dirname(base), "rootless_helper.py")   # base_dir's copy
     cfg = dict(bin=SUF_BIN, base=base, pidfile=pidfile, jobs=jobs)
     cfgpath = os.path.join(base, f"{name}.json")
     with open(cfgpath, "w") as f:
@@ -187,15 +120,21 @@ def run_in_namespace(user, base, name, jobs, multi=False):
     os.chmod(cfgpath, 0o644)
     ns = ["unshare", "-m", "--map-auto", "--map-root-user"] if multi else ["unshare", "-Urm"]
     cmd = ["runuser", "-u", user["name"], "--", *ns, PYTHON, helper, cfgpath]
+    os.chmod("/dev/fuse", 0o666)   # a concurrent run elsewhere may have restored its mode
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, cwd=base)
-    timed_out = False
+    hang = None
     try:
         out, err = proc.communicate(timeout=RUN_TIMEOUT)
     except subprocess.TimeoutExpired:
-        timed_out = True
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate(timeout=30)
+        # Record what hung and abort the namespace's FUSE connections: the helper then
+        # sees ENOTCONN and finishes; kill it if it does not.
+        hang = watchdog.abort_ours(stuck_pids=[proc.pid])
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate(timeout=30)
     # Every daemon the helper started must be gone (the helper waits for each).
     with open(pidfile) as f:
         pids = [int(x) for x in f.read().split()]
@@ -208,9 +147,9 @@ def run_in_namespace(user, base, name, jobs, multi=False):
             survivors.append(pid)
             os.kill(pid, signal.SIGKILL)
     info = f"cmd: {cmd}\nrc: {proc.returncode}\nstderr:\n{err[-6000:]}"
-    if proc.returncode != 0 or timed_out:
+    if proc.returncode != 0 or hang:
         info += f"\nstdout tail:\n{out[-3000:]}"
-    assert not timed_out, f"helper timed out after {RUN_TIMEOUT}s\n{info}"
+    assert hang is None, f"helper did not finish within {RUN_TIMEOUT}s:\n{hang}\n{info}"
     assert not survivors, f"swiftunionfs daemons survived their namespace: {survivors}\n{info}"
     assert proc.returncode == 0, info
     lines = [l for l in out.splitlines() if l.strip()]
@@ -236,13 +175,15 @@ def prepare_job(user, base, name, specs, kind="diff", upper_spec=None, hostid=No
         sd = os.path.join(d, side)
         os.mkdir(sd)
         for i, spec in enumerate(specs):
-            rh.build_layer(os.path.join(sd, f"l{i + 1}"), spec, hostid)
+            layers.build_layer(os.path.join(sd, f"l{i + 1}"), spec, "userxattr", hostid,
+                               root_owner=(hostid(0), hostid(0)))
         for n in ("upper", "work", "xwork", "mnt"):
             os.mkdir(os.path.join(sd, n))
             os.chown(os.path.join(sd, n), user["uid"], user["gid"])
         if upper_spec:
             os.rmdir(os.path.join(sd, "upper"))
-            rh.build_layer(os.path.join(sd, "upper"), upper_spec, hostid)
+            layers.build_layer(os.path.join(sd, "upper"), upper_spec, "userxattr", hostid,
+                               root_owner=(hostid(0), hostid(0)))
         if upper_owner:
             os.chown(os.path.join(sd, "upper"), *upper_owner)
         os.chown(sd, user["uid"], user["gid"])
@@ -428,16 +369,16 @@ def test_differential_single(single_ns, name):
 def test_markers_are_userxattr_format(single_ns):
     """Whiteouts: 0/0 char devices; opaque: user.overlay.opaque=y, never trusted.*."""
     jres, (job, _, _) = _job(single_ns, "removals")
-    assert ["d", "opaque"] in jres["markers"], jres["markers"]
+    assert ["d", "opaque:user"] in jres["markers"], jres["markers"]
     assert ["f", "whiteout"] in jres["markers"] and ["g", "whiteout"] in jres["markers"]
-    assert not any(m[1] == "trusted-opaque" for m in jres["markers"])
+    assert not any(m[1] == "opaque:trusted" for m in jres["markers"])
     upper = os.path.join(job["dir"], "s", "upper")
     st = os.lstat(os.path.join(upper, "f"))
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
     assert os.getxattr(os.path.join(upper, "d"), "user.overlay.opaque") == b"y"
     assert "trusted.overlay.opaque" not in os.listxattr(os.path.join(upper, "d"))
     jres, (job, _, _) = _job(single_ns, "markers")
-    assert ["uo", "opaque"] in jres["markers"] and ["opq", "whiteout"] in jres["markers"], jres["markers"]
+    assert ["uo", "opaque:user"] in jres["markers"] and ["opq", "whiteout"] in jres["markers"], jres["markers"]
 
 
 def test_upper_belongs_to_the_user(single_ns, rl_user):

@@ -12,26 +12,16 @@ swiftunionfs, over identical copies of the layers.  For each scenario:
 """
 
 import ctypes
-import errno
 import functools
 import hashlib
 import os
 import random
 import shutil
-import signal
 import stat
-import subprocess
-import sys
-import time
 
 import pytest
 
-from conftest import (
-    Device, Dir, File, Hardlink, Recorder, Symlink, Whiteout,
-    assert_same_tree, build_layer, build_layers, compare_results, diff_snapshots,
-    is_mounted, make_dirs, mount_kernel, mount_suf, sha256_file, snapshot, start_suf,
-    stop_suf, upper_markers,
-)
+from conftest import Dir, File, Hardlink, Symlink, Whiteout, differential, sha256_file
 
 # --------------------------------------------------------------------------
 # helpers
@@ -79,73 +69,8 @@ def meta(path):
             st.st_nlink if not stat.S_ISDIR(st.st_mode) else None)
 
 
-def run_differential(tmp_path, specs, op, upper_spec=None, offline=None, persist=True, check=None,
-                     prepare=None):
-    """Run op(recorder) on a kernel overlay and on swiftunionfs over identical
-    layer copies; compare everything (see module docstring)."""
-    sides = {}
-    for side in ("k", "s"):
-        base = tmp_path / side
-        lowers = build_layers(base, specs)
-        upper, work, xwork = make_dirs(base / "upper", base / "work", base / "xwork")
-        if upper_spec:
-            build_layer(upper, upper_spec)
-        if prepare:
-            prepare(lowers, upper)
-        sides[side] = dict(lowers=lowers, upper=upper, work=work, xwork=xwork)
-    k, s = sides["k"], sides["s"]
-
-    with mount_kernel(k["lowers"], k["upper"], k["work"]) as m:
-        krec = Recorder(m)
-        op(krec)
-        ksnap = snapshot(m)
-    with mount_suf(s["lowers"], s["upper"], s["work"]) as m:
-        srec = Recorder(m)
-        op(srec)
-        ssnap = snapshot(m)
-
-    problems = []
-    d = compare_results(krec.results, srec.results)
-    if d:
-        problems.append("operation results differ:\n  " + "\n  ".join(d))
-    d = diff_snapshots(ksnap, ssnap, "kernel", "suf")
-    if d:
-        problems.append("merged views differ:\n  " + "\n  ".join(d))
-    kmarks, kothers = upper_markers(k["upper"])
-    smarks, sothers = upper_markers(s["upper"])
-    if kmarks != smarks:
-        problems.append(f"upper markers differ: only kernel {sorted(kmarks - smarks)}, "
-                        f"only suf {sorted(smarks - kmarks)}")
-    if sothers:
-        problems.append(f"swiftunionfs left '.wh.*' names in upper: {sothers}")
-    assert not problems, "\n".join(problems)
-    if check:
-        check(ksnap, "kernel")
-        check(ssnap, "suf")
-
-    if offline:
-        offline(k["lowers"], k["upper"])
-        offline(s["lowers"], s["upper"])
-
-    # (d) remount each on its own upper
-    with mount_kernel(k["lowers"], k["upper"], k["work"]) as m:
-        ksnap2 = snapshot(m)
-    with mount_suf(s["lowers"], s["upper"], s["work"]) as m:
-        ssnap2 = snapshot(m)
-    assert_same_tree(ksnap2, ssnap2, what="after remount")
-    if persist:
-        assert_same_tree(ssnap, ssnap2, "suf live", "suf remounted", what="persistence")
-    if check:
-        check(ssnap2, "suf remounted")
-
-    # (e) cross mounts
-    with mount_kernel(s["lowers"], s["upper"], s["xwork"]) as m:
-        x1 = snapshot(m)
-    assert_same_tree(ssnap2, x1, "suf", "kernel over suf's upper", what="cross-mount")
-    with mount_suf(k["lowers"], k["upper"], k["xwork"]) as m:
-        x2 = snapshot(m)
-    assert_same_tree(ksnap2, x2, "kernel", "suf over kernel's upper", what="cross-mount")
-    return krec.results, ksnap
+# The differential runner: see harness.oracle.differential.
+run_differential = differential
 
 
 BASE = [
@@ -579,95 +504,3 @@ def test_writes_on_top_of_existing_upper(tmp_path):
         r("rm upper file", os.unlink, p("up"))
         r("ls", lambda: sorted(os.listdir(r.root)))
     run_differential(tmp_path, BASE, op, upper_spec=upper_spec)
-
-
-# --------------------------------------------------------------------------
-# crash during copy-up
-# --------------------------------------------------------------------------
-
-BIG = 1 << 30
-
-
-def _make_big_lower(path):
-    chunk = random_bytes(1 << 20, 99)
-    h = hashlib.sha256()
-    with open(path, "wb") as f:
-        for i in range(BIG >> 20):
-            c = i.to_bytes(8, "little") + chunk[8:]
-            f.write(c)
-            h.update(c)
-    return h.hexdigest()
-
-
-@pytest.mark.timeout(600)
-def test_kill_during_copy_up(tmp_path):
-    lower, upper, work = make_dirs(tmp_path / "lower", tmp_path / "upper", tmp_path / "work")
-    big = os.path.join(lower, "big")
-    lower_hash = _make_big_lower(big)
-    appended_hash = None
-
-    m = start_suf([lower], upper, work)
-    writer = None
-    try:
-        # open for append triggers the copy-up; the 1-byte write follows it
-        writer = subprocess.Popen(
-            [sys.executable, "-c",
-             "import sys; f=open(sys.argv[1],'ab'); f.write(b'X'); f.close()", os.path.join(m, "big")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        workdir_files = lambda: [os.path.join(dp, n) for dp, dn, fn in os.walk(work) for n in fn]
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if workdir_files() or os.path.exists(os.path.join(upper, "big")) or writer.poll() is not None:
-                break
-            time.sleep(0.002)
-        time.sleep(0.05)                     # let the copy get going
-        partial = [(f, os.lstat(f).st_size) for f in workdir_files()]
-        os.kill(m.proc.pid, signal.SIGKILL)
-        m.proc.wait(20)
-        print(f"killed daemon; writer rc={writer.poll()}, workdir files then: {partial}, "
-              f"upper big: {os.path.exists(os.path.join(upper, 'big'))}")
-    finally:
-        if writer is not None:
-            try:
-                writer.wait(30)
-            except subprocess.TimeoutExpired:
-                writer.kill()
-                writer.wait(10)
-        stop_suf(m, check=False)
-    assert not is_mounted(m)
-
-    with mount_suf([lower], upper, work) as m2:
-        st = os.stat(os.path.join(m2, "big"))
-        assert st.st_size in (BIG, BIG + 1), f"partial copy-up visible: size {st.st_size} (killed at {partial})"
-        h = sha256_file(os.path.join(m2, "big"))
-        if st.st_size == BIG:
-            assert h == lower_hash, "copy-up with lower's size but different content"
-        else:
-            appended = hashlib.sha256()
-            # recompute lower + b'X'
-            with open(big, "rb") as f:
-                while True:
-                    b = f.read(1 << 20)
-                    if not b:
-                        break
-                    appended.update(b)
-            appended.update(b"X")
-            assert h == appended.hexdigest()
-        leftovers = [os.path.join(dp, n) for dp, dn, fn in os.walk(os.path.join(work, "work"))
-                     for n in dn + fn]
-        assert not leftovers, f"workdir leftovers after remount: {leftovers}"
-    assert sha256_file(big) == lower_hash, "lower layer was modified"
-    up = os.path.join(upper, "big")
-    if os.path.exists(up):
-        assert os.path.getsize(up) in (BIG, BIG + 1), "partial file in upper"
-
-
-@pytest.fixture(autouse=True)
-def _drop_big_files(request, tmp_path):
-    """pytest keeps the last few tmp dirs: don't leave GiB-sized files behind."""
-    yield
-    if request.node.name == "test_kill_during_copy_up":
-        for d in ("lower", "upper"):
-            p = tmp_path / d / "big"
-            if p.exists() and not is_mounted(tmp_path):
-                p.unlink()

@@ -9,6 +9,8 @@ extension Union {
         if Markers.isOCIMarkerName(newName) { throw Errno.permission }
         guard let src = try resolver.resolve(parent, name) else { throw Errno.noEntry }
         let dst = try resolver.resolve(newParent, newName)
+        // The kernel's overlay takes only these two flags (RENAME_WHITEOUT is its own tool).
+        guard flags & ~(Sys.renameNoReplace | Sys.renameExchange) == 0 else { throw Errno.invalid }
         let exchange = flags & Sys.renameExchange != 0
         if flags & Sys.renameNoReplace != 0, dst != nil { throw Errno.exists }
         if exchange && dst == nil { throw Errno.noEntry }
