@@ -1,3 +1,4 @@
+import pytest
 """README: "Inode numbers are the real files' numbers when all layers share a filesystem,
 stable across copy-up, as the kernel reports them."
 
@@ -74,6 +75,7 @@ def test_ino_stable_across_copy_up(tmp_path):
     _compare(tmp_path, ("before copy-up", "after copy-up"))
 
 
+@pytest.mark.xfail(strict=True, reason="known gap: no overlay.origin is recorded at copy-up, so after a remount a copied-up file reports its upper number (docs/design.md, 'Decided differently'); origin/index is issue 13")
 def test_ino_stable_across_remount(tmp_path):
     """After an unmount and a new mount of the same upper, a copied-up file still
     reports the number it had before its copy-up, as on the kernel's overlay (which

@@ -27,7 +27,7 @@ import time
 import pytest
 
 from conftest import (MOUNT_TIMEOUT, SUF_BIN, SufMount, is_mounted, make_dirs, mount_kernel,
-                      mount_suf, overlay_opts, stop_suf)
+                      mount_suf, overlay_opts, start_suf, stop_suf)
 
 NFC = "caf\u00e9".encode()             # b"caf\xc3\xa9"
 NFD = "cafe\u0301".encode()            # b"cafe\xcc\x81": the same text, other bytes
@@ -476,23 +476,15 @@ NOFILE = 64
 
 
 def start_with_nofile(limit, lowers, upper, work, tmp_path):
-    """swiftunionfs in the foreground under `prlimit --nofile=LIMIT:LIMIT` (a hard limit:
-    the daemon cannot raise it). Stop it with conftest's stop_suf."""
+    """swiftunionfs in the foreground under a hard RLIMIT_NOFILE of LIMIT (the daemon
+    cannot raise it). Stop it with conftest's stop_suf."""
+    import resource
+
+    def limit_fds():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
     mnt = tempfile.mkdtemp(prefix="mnt-", dir=str(tmp_path))
-    errpath = str(tmp_path / "daemon-stderr.log")
-    with open(errpath, "wb") as errf:
-        proc = subprocess.Popen(["prlimit", f"--nofile={limit}:{limit}", "--", SUF_BIN, "-f",
-                                 "-o", overlay_opts(lowers, upper, work), mnt],
-                                stdin=subprocess.DEVNULL, stdout=errf, stderr=errf, start_new_session=True)
-    m = SufMount(mnt)
-    m.proc, m.stderr_path = proc, errpath
-    deadline = time.monotonic() + MOUNT_TIMEOUT
-    while not is_mounted(mnt):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_suf(m, check=False)
-            pytest.fail(f"daemon under nofile={limit} did not mount:\n{m.stderr()}")
-        time.sleep(0.02)
-    return m
+    return start_suf(lowers, upper, work, mnt=mnt, preexec_fn=limit_fds)
 
 
 def starved_layers(tmp_path, dirs):
