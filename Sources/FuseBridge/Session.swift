@@ -91,6 +91,7 @@ public final class Session: Sendable {
         let rc = options.singleThreaded ? fuse_session_loop(se) : suf_session_loop_mt(se, 0, 10)
         releaseLayerDescriptors(keeping: [fuse_session_fd(se), bridge.tracer?.fd ?? -1, bridge.log.fileDescriptor ?? -1])
         stopHousekeeping()
+        if rc != 0 { bridge.log.report("the request loop ended with an error: \(rc < 0 ? Errno(-rc).description : "\(rc)")") }
         return rc == 0 ? 0 : 1
     }
 
