@@ -60,7 +60,7 @@ enum Inspect {
         case S_IFDIR:
             var how: [String] = []
             let target = Sys.XattrTarget.entry(dirFD, name)
-            for x in [Markers.trustedOpaque, Markers.userOpaque] {
+            for x in Markers.opaqueXattrs {
                 if (try? Sys.getxattrIfPresent(target, x)) == [UInt8(ascii: "y")] { how.append("\(x)=y") }
             }
             if (try? Sys.statIfPresent(dirFD, name + "/" + Markers.ociOpaqueName)) != nil { how.append("\(Markers.ociOpaqueName)") }
