@@ -100,7 +100,7 @@ extension Layer {
     /// `st` with the owner and mode this layer keeps in its xattr for the object at
     /// `target`, when it keeps one; an object without the xattr shows its inode's.
     /// A value that cannot be parsed fails the call (EIO) rather than show wrong owners.
-    func withOwnerXattr(_ st: stat, _ target: Sys.XattrTarget) throws(Errno) -> stat {
+    public func withOwnerXattr(_ st: stat, _ target: Sys.XattrTarget) throws(Errno) -> stat {
         guard let name = ownerXattr, OwnerXattr.applies(to: st.fileType),
               let raw = try Sys.getxattrIfPresent(target, name) else { return st }
         guard let v = OwnerXattr.Value(parsing: raw) else { throw Errno.io }
