@@ -15,6 +15,8 @@ let package = Package(
     dependencies: [
         // SHA-256 for digests, diff IDs and chain IDs.
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        // Subcommands, --help, completion scripts; the byte-exact values come from argv itself.
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
         // The Linux calls Glibc hides behind _GNU_SOURCE; no libfuse.
@@ -31,7 +33,10 @@ let package = Package(
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
         // Images: digests, manifests, the layer store, safe extraction, diff, reproducible layers. No FUSE.
         .target(name: "Layers", dependencies: ["UnionCore", "CArchive", .product(name: "Crypto", package: "swift-crypto")]),
-        .executableTarget(name: "swiftunionfs", dependencies: ["FuseBridge", "UnionCore", "MountOptions", "Layers", "CLinux"]),
+        .executableTarget(name: "swiftunionfs", dependencies: [
+            "FuseBridge", "UnionCore", "MountOptions", "Layers", "CLinux",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         // Calls only the tests make (per-thread setfsuid), kept out of the shipped modules.
         .systemLibrary(name: "CTestSupport", path: "Tests/CTestSupport"),
         .testTarget(name: "UnionCoreTests", dependencies: ["UnionCore", "CLinux", "CTestSupport"]),

@@ -280,3 +280,46 @@ def test_upper_without_xattr_support_refused(dirs):
         assert "xattr" in r.stderr
     finally:
         subprocess.run(["umount", top], capture_output=True, timeout=20)
+
+
+SUBCOMMAND_HELPS = [["mount"], ["inspect"], ["run"], ["image"], ["image", "import"], ["image", "ls"],
+                    ["image", "list"], ["image", "inspect"], ["image", "commit"], ["diff"], ["commit"]]
+
+
+@pytest.mark.parametrize("sub", SUBCOMMAND_HELPS, ids=" ".join)
+def test_every_subcommand_answers_help(sub):
+    for args in (sub + ["--help"], sub + ["-h"], ["help"] + sub):
+        r = run_bin(args)
+        assert r.returncode == 0, (args, r.stderr)
+        assert r.stderr == ""
+        # (mount's usage is the mount forms, without the word)
+        usage = "USAGE: swiftunionfs " + ("" if sub == ["mount"] else " ".join(s if s != "list" else "ls" for s in sub))
+        assert usage in r.stdout, (args, r.stdout)
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--bogus", "true"], ["inspect"], ["inspect", "-o", "lowerdir=/", "a", "b"],
+    ["image", "ls", "--format", "xml"], ["image", "import"], ["diff", "--bogus"], ["commit", "-O"],
+    ["image", "frobnicate"], ["--generate-completion-script", "tcsh"],
+])
+def test_bad_command_lines_are_one_line_and_status_2(args):
+    r = run_bin(args)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == 2, (args, r.returncode, r.stderr)
+    assert len(lines) == 1 and lines[0].startswith("swiftunionfs: "), (args, r.stderr)
+    assert r.stdout == ""
+
+
+@pytest.mark.parametrize("shell,marker", [("bash", "-F _swiftunionfs swiftunionfs"), ("zsh", "#compdef swiftunionfs"),
+                                          ("fish", "complete -c 'swiftunionfs'")])
+def test_completion_scripts(shell, marker):
+    r = run_bin(["--generate-completion-script", shell])
+    assert r.returncode == 0, r.stderr
+    assert marker in r.stdout
+    for word in ("inspect", "run", "image", "bind", "tree", "hostname"):
+        assert word in r.stdout, (shell, word)
+    if shell == "bash":
+        # bash reads it, and then completes subcommands
+        probe = subprocess.run(["bash", "-c", r.stdout + "\ncomplete -p swiftunionfs"],
+                               capture_output=True, text=True, timeout=20)
+        assert probe.returncode == 0 and "swiftunionfs" in probe.stdout, probe.stderr

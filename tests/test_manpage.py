@@ -14,7 +14,9 @@ from conftest import REPO, SUF_BIN
 
 pytestmark = pytest.mark.suf_only
 
-HELPS = [["--help"], ["inspect", "--help"], ["run", "--help"]]
+HELPS = [["--help"], ["mount", "--help"], ["inspect", "--help"], ["run", "--help"], ["image", "--help"],
+         ["image", "import", "--help"], ["image", "ls", "--help"], ["image", "inspect", "--help"],
+         ["image", "commit", "--help"], ["diff", "--help"], ["commit", "--help"]]
 
 
 def make_page(tmp_path):
@@ -41,6 +43,8 @@ def help_tokens(text):
     for line in text.expandtabs().splitlines():
         if not line.strip() or re.match(r"^\s*(usage|USAGE):", line) or line.startswith("       "):
             continue  # usage lines (and their continuations) belong to the SYNOPSIS
+        if line.startswith("OVERVIEW:"):
+            continue  # ArgumentParser's heading of the command's one-line summary
         if line.startswith(" "):
             words = re.split(r"[,\s]+", re.split(r"\s{2,}", line.strip(), maxsplit=1)[0])
         else:
@@ -87,13 +91,15 @@ def test_every_option_help_lists_is_in_the_manpage(tmp_path):
     text, _ = render(make_page(tmp_path))
     found = helps()
     assert found and found[0][0] == ["--help"], "swiftunionfs --help must answer"
+    assert [a for a, _ in found] == HELPS, "every subcommand answers --help"
     for args, help_text in found:
         tokens = help_tokens(help_text)
-        assert len(tokens) > 5, f"too few options read from `swiftunionfs {' '.join(args)}`: {tokens}"
+        assert len(tokens) > 3, f"too few options read from `swiftunionfs {' '.join(args)}`: {tokens}"
         missing = missing_from(text, tokens)
         assert not missing, f"`swiftunionfs {' '.join(args)}` lists {missing}, the manual page does not"
-    for sub in ("inspect", "run", "mount"):
-        assert sub in text
+    for sub in ("inspect", "run", "mount", "image import", "image ls", "image inspect", "image commit", "diff", "commit"):
+        assert re.search(rf"^   {re.escape(sub)}$", text, re.M), f"no subsection for {sub}"
+    assert "--generate-completion-script" in " ".join(text.split())
 
 
 @pytest.mark.timeout(120)

@@ -375,3 +375,32 @@ def test_signals_are_forwarded(box):
         if p.poll() is None:
             p.kill()
             p.wait(timeout=RUN_TIMEOUT)
+
+
+# --------------------------------------------------------------------------
+# the command line: ArgumentParser for its shape, argv's bytes for the values
+# --------------------------------------------------------------------------
+
+def test_command_bytes_reach_the_command_intact(box):
+    """COMMAND and its ARGs go to execve byte for byte: not UTF-8, a lone continuation
+    byte, a flag run itself knows — the shell prints each argument's bytes in hex."""
+    args = [b"caf\xe9", b"\xff\xfe\x80", "cafe\u0301".encode(), b"--pid", b"--help", b"-o"]
+    argv = [os.fsencode(a) for a in box.argv("--", "/bin/sh", "-c",
+                                             'for a in "$@"; do printf %s "$a" | od -An -tx1 | tr -d " \\n"; echo; done',
+                                             "sh")] + args
+    r = subprocess.run(argv, capture_output=True, timeout=RUN_TIMEOUT, env=box.env(), stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().split() == [a.hex() for a in args]
+
+
+def test_flags_after_the_command_are_its_own(box):
+    r = box.run("/bin/sh", "-c", 'echo "$@"', "sh", "--help", "--pid", "-o", "x")
+    assert (r.returncode, r.stdout) == (0, "--help --pid -o x\n"), r.stderr
+
+
+def test_help_is_ours_before_the_command(box):
+    for flag in ("--help", "-h"):
+        r = box.run(flag)
+        assert r.returncode == 0, r.stderr
+        assert "USAGE: swiftunionfs run" in r.stdout and "--bind" in r.stdout
+    assert box.leftovers() == []

@@ -66,6 +66,8 @@ public struct MountCommand: Sendable {
     public var noXattrs = false
     /// fuse-overlayfs's static_nlink: every directory reports st_nlink 1.
     public var staticNlink = false
+    /// fuse-overlayfs's xattr_permissions=0|1|2: owners and modes kept in an xattr.
+    public var xattrPermissions: UnionConfig.XattrPermissions = .off
 
     /// The kernel overlay's limit on lower layers (OVL_MAX_STACK).
     public static let maxLowerDirs = 500

@@ -174,10 +174,11 @@ enum OptionTable {
             try cmd.assign(\.singleThreaded, !on, setting: "threaded", written: use.item.text)
         }
         add(["xattr_permissions"], .value) { (cmd, use) throws(UsageError) in
-            guard use.is("0") else {
-                throw use.refuse("owners and modes kept in xattrs (containers/storage's force_mask) are not supported; only xattr_permissions=0")
+            // containers/storage sends 2 when force_mask is set (OwnerXattr in UnionCore).
+            guard use.value.count == 1, let v = UnionConfig.XattrPermissions(rawValue: Int(use.value[0]) - Int(UInt8(ascii: "0"))) else {
+                throw use.refuse("must be 0, 1 (owners and modes in security.fuseoverlayfs.override_stat) or 2 (in user.containers.override_stat)")
             }
-            _ = try cmd.recordRaw(key: use.key, value: use.raw!, written: use.item.text)
+            try cmd.assign(\.xattrPermissions, v, setting: "xattr_permissions", written: use.item.text)
         }
         add(["debug"], .flag) { (cmd, _) in cmd.debug = true; cmd.foreground = true }
         add(["max_read", "blksize"], .flagOrValue) { (_, use) throws(UsageError) in

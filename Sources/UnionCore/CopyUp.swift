@@ -51,12 +51,15 @@ extension Union {
     /// Returns the bytes of data copied.
     private func copyUpEntry(parent: Node, name: Name, from: Int, upper: Layer, work: WorkDir,
                              withData: Bool) throws(Errno) -> Int64 {
-        let copier = Copier(skipSync: config.skipSync, format: format)
+        let copier = Copier(skipSync: config.skipSync, format: format, upper: upper)
         return try resolver.withDirectory(parent, in: from) { (srcDir: Int32) throws(Errno) -> Int64 in
             try resolver.withDirectory(parent, in: upper.index) { (dstDir: Int32) throws(Errno) -> Int64 in
-                let st = try Sys.stat(srcDir, name)
-                // An owner this namespace cannot name cannot be written in upper either.
-                if userNamespace.isUnmapped(uid: st.st_uid) || userNamespace.isUnmapped(gid: st.st_gid) {
+                // The owner and mode as shown: the source layer's xattr may hold them.
+                let st = try layers[from].withOwnerXattr(try Sys.stat(srcDir, name), .entry(srcDir, name))
+                // An owner this namespace cannot name cannot be written in upper either
+                // (unless upper keeps it in an xattr, where any id can be written).
+                if !upper.keepsOwnerInXattr(st.fileType),
+                   userNamespace.isUnmapped(uid: st.st_uid) || userNamespace.isUnmapped(gid: st.st_gid) {
                     throw Errno.overflow
                 }
                 let tmp = work.tempName()
@@ -85,6 +88,8 @@ extension Union {
 struct Copier {
     let skipSync: Bool
     let format: MarkerFormat
+    /// Where the copy goes: whether it keeps owners in an xattr (`OwnerXattr`).
+    let upper: Layer
 
     /// Files up to this size are copied by one read and one write: on ext4 that beats
     /// copy_file_range's set-up.
@@ -118,17 +123,26 @@ struct Copier {
 
     /// Owner, then mode (chown clears set-id bits), then xattrs (security.capability
     /// must come after chown too), then times, which every other change disturbs.
+    /// In an upper that keeps owners in an xattr, the inode stays the daemon's and the
+    /// owner and mode are written to the xattr after the others.
     private func copyMetadata(_ st: stat, fromFD src: Int32, toFD dst: Int32?, _ workFD: Int32, _ tmp: Name) throws(Errno) {
-        if let dst { try Sys.fchown(dst, st.st_uid, st.st_gid) } else { try Sys.lchownAt(workFD, tmp, st.st_uid, st.st_gid) }
-        if st.fileType != S_IFLNK {
-            if let dst { try Sys.fchmod(dst, st.st_mode & 0o7777) } else { try Sys.chmodAt(workFD, tmp, st.st_mode & 0o7777) }
-            if let dst {
-                try copyXattrs(from: src, to: dst)
-            } else {
-                let target = try Sys.openAt(workFD, tmp, O_PATH)
-                defer { Sys.close(target) }
-                try copyXattrs(from: src, to: target)
+        let inXattr = upper.keepsOwnerInXattr(st.fileType)
+        if !inXattr {
+            do throws(Errno) {
+                if let dst { try Sys.fchown(dst, st.st_uid, st.st_gid) } else { try Sys.lchownAt(workFD, tmp, st.st_uid, st.st_gid) }
+            } catch where upper.ownerXattr != nil && Union.refusedOwner(error) {
+                // A symlink or device in an upper that cannot store owners: the daemon's, as
+                // under fuse-overlayfs (see createEntry).
             }
+        }
+        if st.fileType != S_IFLNK {
+            let mode = inXattr ? OwnerXattr.inodeMode(st.st_mode, type: st.fileType) : st.st_mode & 0o7777
+            if let dst { try Sys.fchmod(dst, mode) } else { try Sys.chmodAt(workFD, tmp, mode) }
+            let target: Int32
+            if let dst { target = dst } else { target = try Sys.openAt(workFD, tmp, O_PATH) }
+            defer { if dst == nil { Sys.close(target) } }
+            try copyXattrs(from: src, to: target)
+            if inXattr { try upper.writeOwnerXattr(.fd(target), OwnerXattr.Value(uid: st.st_uid, gid: st.st_gid, mode: st.st_mode)) }
         }
         try Sys.utimensAt(workFD, tmp, (st.st_atim, st.st_mtim))
     }

@@ -16,6 +16,9 @@ public final class Layer: Sendable {
     public let rootFD: Int32
     public let device: UInt64
     public let rootIno: UInt64
+    /// The xattr this layer keeps its objects' real owners and modes in (`OwnerXattr`);
+    /// nil for an ordinary layer.
+    public let ownerXattr: Name?
 
     public var isUpper: Bool { role == .upper }
 
@@ -30,18 +33,25 @@ public final class Layer: Sendable {
     /// The path, printable and lossless (see `Bytes.display`).
     public var displayPath: String { Bytes.display(path) }
 
-    /// Takes `fd`, the layer's root (see PrivateMount), or opens `path` itself.
-    public init(role: Role, index: Int, path: [UInt8], fd opened: Int32? = nil) throws(Errno) {
+    /// Takes `fd`, the layer's root (see PrivateMount), or opens `path` itself. The
+    /// owner xattr is the one the root carries, or what `ownerXattr` chooses from it.
+    public init(role: Role, index: Int, path: [UInt8], fd opened: Int32? = nil,
+                ownerXattr choose: (Name?) -> Name? = { $0 }) throws(Errno) {
         let fd: Int32
         if let opened { fd = opened } else { fd = try PrivateMount.openDirectories([path], flags: [O_PATH])[0] }
         let st: stat
-        do throws(Errno) { st = try Sys.fstat(fd) } catch { Sys.close(fd); throw error }
+        let detected: Name?
+        do throws(Errno) {
+            st = try Sys.fstat(fd)
+            detected = try OwnerXattr.detect(root: fd)
+        } catch { Sys.close(fd); throw error }
         self.role = role
         self.index = index
         self.path = path
         self.rootFD = fd
         self.device = UInt64(st.st_dev)
         self.rootIno = UInt64(st.st_ino)
+        self.ownerXattr = choose(detected)
     }
 
     deinit { Sys.close(rootFD) }

@@ -29,6 +29,18 @@ public enum Markers {
     public static let ociOpaqueName: Name = ".wh..wh..opq"
     public static let trustedOpaque: Name = "trusted.overlay.opaque"
     public static let userOpaque: Name = "user.overlay.opaque"
+    /// What fuse-overlayfs marks an opaque directory with where `trusted.*` is refused (it
+    /// writes `.wh..wh..opq` too, but only the xattr when that file cannot be made).
+    public static let fuseOverlayfsOpaque: Name = "user.fuseoverlayfs.opaque"
+    /// Every xattr that marks a directory opaque when it is `y`.
+    public static let opaqueXattrs: [Name] = [trustedOpaque, userOpaque, fuseOverlayfsOpaque]
+    /// Other programs' bookkeeping on the same layers: fuse-overlayfs's own namespace
+    /// (origin, opaque, override_stat) and containers/storage's owner xattr and the names
+    /// fuse-overlayfs 1.14+ stores refused xattrs under (`user.containers.override_*`).
+    /// Never shown through the mount and never set or removed by a caller: the owners and
+    /// modes they hold are shown as the attributes themselves (see `OwnerXattr`), and a
+    /// caller who could write them could give itself any owner and mode.
+    static let foreignPrivatePrefixes: [Name] = ["user.fuseoverlayfs.", "security.fuseoverlayfs.", "user.containers.override_"]
     static let trustedPrivate: Name = "trusted.overlay."
     static let userPrivate: Name = "user.overlay."
     static let escape: Name = "overlay."
@@ -58,8 +70,15 @@ public enum Markers {
         return name
     }
 
-    /// The name a layer's xattr shows under, or nil for the overlay's own markers.
+    /// Whether `name` is another program's bookkeeping (`foreignPrivatePrefixes`).
+    public static func isForeignPrivate(_ name: Name) -> Bool {
+        foreignPrivatePrefixes.contains { name.hasPrefix($0) }
+    }
+
+    /// The name a layer's xattr shows under, or nil for the overlay's own markers and
+    /// other programs' bookkeeping.
     public static func xattrFromLayer(_ name: Name, format: MarkerFormat) -> Name? {
+        if isForeignPrivate(name) { return nil }
         for p in privatePrefixes(format) where name.hasPrefix(p) {
             let rest = name.dropFirst(p.count)
             return rest.hasPrefix(escape) ? p + rest.dropFirst(escape.count) : nil
@@ -80,7 +99,7 @@ public enum Markers {
     /// marker that cannot be read is an error, never "not opaque": that would let the
     /// layers below show through.
     public static func isOpaque(directory fd: Int32) throws(Errno) -> Bool {
-        for x in [trustedOpaque, userOpaque] where isOpaqueValue(try Sys.getxattrIfPresent(.fd(fd), x)) { return true }
+        for x in opaqueXattrs where isOpaqueValue(try Sys.getxattrIfPresent(.fd(fd), x)) { return true }
         return try Sys.statIfPresent(fd, ociOpaqueName) != nil
     }
 
@@ -90,7 +109,7 @@ public enum Markers {
     /// the caller found). Lookups pay this for every merged directory.
     public static func isOpaque(in dir: Int32, _ name: Name) throws(Errno) -> Bool {
         let target = Sys.XattrTarget.entry(dir, name)
-        for x in [trustedOpaque, userOpaque] where isOpaqueValue(try Sys.getxattrIfPresent(target, x)) { return true }
+        for x in opaqueXattrs where isOpaqueValue(try Sys.getxattrIfPresent(target, x)) { return true }
         return try Sys.statIfPresent(dir, name + "/" + ociOpaqueName) != nil
     }
 }

@@ -178,9 +178,12 @@ final class Resolver: Sendable {
             found = r
             observe?(li, .merges(st))
         } else {
-            found = Resolution(type: st.fileType, layers: [li], stat: st,
+            // The winner's stat is what the kernel is shown: with the owner and mode its
+            // layer may keep in an xattr.
+            let shown = try layers[li].withOwnerXattr(st, .entry(dfd, name))
+            found = Resolution(type: st.fileType, layers: [li], stat: shown,
                                lowerIno: layers[li].isUpper ? nil : UInt64(st.st_ino))
-            observe?(li, .wins(st))
+            observe?(li, .wins(shown))
             guard st.isDirectory else { return true }
         }
         // Opacity only matters when there is a layer below to hide.

@@ -5,11 +5,11 @@ import Glibc
 extension Union {
     public func setattr(_ id: UInt64, _ change: AttributeChange, fd: Int32?) throws(Errno) -> stat {
         let n = try node(id)
-        _ = try requireUpper()
+        let (upper, _, _) = try requireUpper()
         if change.uid != nil || change.gid != nil || change.mode != nil {
             // The kernel lets namespace root chown a file whose owner it cannot map (FUSE
             // reports it as unmapped); the overlay answers EPERM, and so do we.
-            let st = try rawStat(n)
+            let st = try topStat(n)
             if userNamespace.isUnmapped(uid: st.st_uid) || userNamespace.isUnmapped(gid: st.st_gid) {
                 throw Errno.permission
             }
@@ -18,6 +18,16 @@ extension Union {
         var uid: uid_t = UInt32.max, gid: gid_t = UInt32.max
         if let u = change.uid { guard let h = config.uidMap.toHost(u) else { throw Errno.invalid }; uid = h }
         if let g = change.gid { guard let h = config.gidMap.toHost(g) else { throw Errno.invalid }; gid = h }
+        // Owner and mode kept in upper's xattr: one write of the new value, the inode untouched.
+        var ownerChange = change
+        if (change.uid != nil || change.gid != nil || change.mode != nil), upper.keepsOwnerInXattr(n.type) {
+            let now = try topStat(n)
+            let v = OwnerXattr.Value(uid: change.uid == nil ? now.st_uid : uid, gid: change.gid == nil ? now.st_gid : gid,
+                                     mode: change.mode ?? now.st_mode)
+            try withXattrs(n) { (t: Sys.XattrTarget) throws(Errno) in try upper.writeOwnerXattr(t, v) }
+            (ownerChange.uid, ownerChange.gid, ownerChange.mode) = (nil, nil, nil)
+        }
+        let change = ownerChange
         if let orphan = orphan(n) {
             try setattrOrphan(orphan, change, uid, gid, fd)
             return try getattr(id, fd: fd)

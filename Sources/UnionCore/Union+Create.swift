@@ -32,20 +32,34 @@ extension Union {
 
     /// Creates a new object at `name` in `parent`: directly in upper when the name is
     /// free there, else built in workdir and renamed over the whiteout in one step.
-    /// `make` creates the object at (dir, name); the object gets the caller as owner.
-    func createEntry(_ parentID: UInt64, _ name: Name, _ caller: Caller, type: mode_t,
-                     make: (Int32, Name) throws(Errno) -> Void) throws(Errno) -> (Node, stat) {
+    /// `make` creates the object at (dir, name) with the permission bits it is given; the
+    /// object gets the caller as owner and `mode`'s bits (07777) — on its inode, or in
+    /// upper's owner xattr with the inode the daemon's (`OwnerXattr`).
+    func createEntry(_ parentID: UInt64, _ name: Name, _ caller: Caller, type: mode_t, mode: mode_t,
+                     make: (Int32, Name, mode_t) throws(Errno) -> Void) throws(Errno) -> (Node, stat) {
         let parent = try node(parentID)
         let v = try vacancy(parent, name)
         let (upper, work, markers) = try requireUpper()
+        let inXattr = upper.keepsOwnerInXattr(type)
         let st = try resolver.withDirectory(parent, in: upper.index) { (dfd: Int32) throws(Errno) -> stat in
-            let parentStat = try Sys.fstat(dfd)
+            let parentStat = try upper.withOwnerXattr(try Sys.fstat(dfd), .fd(dfd))
             let (dir, entry) = v.deviceWhiteout ? (work.fd, work.tempName()) : (dfd, name)
-            try make(dir, entry)
+            try make(dir, entry, inXattr ? OwnerXattr.inodeMode(mode, type: type) : mode & 0o7777)
             do throws(Errno) {
                 let (uid, gid) = presenter.storedOwner(caller, parent: parentStat)
-                let made = try Sys.stat(dir, entry)
-                if made.st_uid != uid || made.st_gid != gid { try Sys.lchownAt(dir, entry, uid, gid) }
+                if inXattr {
+                    // What the filesystem would have done: a directory in a set-group-id one is too.
+                    let sgid: mode_t = type == S_IFDIR && parentStat.st_mode & S_ISGID != 0 ? S_ISGID : 0
+                    try upper.writeOwnerXattr(.entry(dir, entry), OwnerXattr.Value(uid: uid, gid: gid, mode: mode | sgid))
+                } else {
+                    let made = try Sys.stat(dir, entry)
+                    if made.st_uid != uid || made.st_gid != gid {
+                        do throws(Errno) { try Sys.lchownAt(dir, entry, uid, gid) } catch where upper.ownerXattr != nil && Union.refusedOwner(error) {
+                            // Owners kept in xattrs: the filesystem cannot take them, and this
+                            // type cannot carry the xattr. It stays the daemon's, as under fuse-overlayfs.
+                        }
+                    }
+                }
                 if type == S_IFDIR && v.hidesLower { try markers.markOpaque(dir, entry, path: displayPath(parentID, child: name)) }
                 if v.deviceWhiteout {
                     if type == S_IFDIR {
@@ -61,7 +75,7 @@ extension Union {
                 throw error
             }
             if v.ociWhiteout { try markers.clearOCIWhiteout(dfd, name) }
-            return try Sys.stat(dfd, name)
+            return try upper.withOwnerXattr(try Sys.stat(dfd, name), .entry(dfd, name))
         }
         let n = nodes.remember(parent: parent, name: name, type: st.fileType, layers: [upper.index]) {
             presenter.mapIno(UInt64(st.st_ino), layer: upper.index)
@@ -74,8 +88,8 @@ extension Union {
         let accmode = flags & O_ACCMODE
         let openFlags = (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_DIRECT | O_ACCMODE)) | (accmode == O_RDONLY ? O_RDWR : accmode)
         do throws(Errno) {
-            let (n, st) = try createEntry(parentID, name, caller, type: S_IFREG) { (dir: Int32, entry: Name) throws(Errno) in
-                fd = try Sys.openAt(dir, entry, openFlags | O_CREAT | O_EXCL, mode: mode & 0o7777)
+            let (n, st) = try createEntry(parentID, name, caller, type: S_IFREG, mode: mode) { (dir: Int32, entry: Name, m: mode_t) throws(Errno) in
+                fd = try Sys.openAt(dir, entry, openFlags | O_CREAT | O_EXCL, mode: m)
             }
             nodes.locked { n.openCount += 1 }
             return (n, st, fd)
@@ -86,21 +100,21 @@ extension Union {
     }
 
     public func mkdir(_ parentID: UInt64, _ name: Name, mode: mode_t, caller: Caller) throws(Errno) -> (Node, stat) {
-        try createEntry(parentID, name, caller, type: S_IFDIR) { (dir: Int32, entry: Name) throws(Errno) in
-            try Sys.mkdir(dir, entry, mode & 0o7777)
+        try createEntry(parentID, name, caller, type: S_IFDIR, mode: mode) { (dir: Int32, entry: Name, m: mode_t) throws(Errno) in
+            try Sys.mkdir(dir, entry, m)
         }
     }
 
     public func mknod(_ parentID: UInt64, _ name: Name, mode: mode_t, rdev: dev_t, caller: Caller) throws(Errno) -> (Node, stat) {
         // A 0/0 device is a whiteout on disk: the kernel's overlay refuses to make one, so do we.
         if mode & S_IFMT == S_IFCHR && rdev == 0 { throw Errno.permission }
-        return try createEntry(parentID, name, caller, type: mode & S_IFMT) { (dir: Int32, entry: Name) throws(Errno) in
-            try Sys.mknod(dir, entry, mode, rdev)
+        return try createEntry(parentID, name, caller, type: mode & S_IFMT, mode: mode) { (dir: Int32, entry: Name, m: mode_t) throws(Errno) in
+            try Sys.mknod(dir, entry, (mode & S_IFMT) | m, rdev)
         }
     }
 
     public func symlink(_ parentID: UInt64, _ name: Name, target: [UInt8], caller: Caller) throws(Errno) -> (Node, stat) {
-        try createEntry(parentID, name, caller, type: S_IFLNK) { (dir: Int32, entry: Name) throws(Errno) in
+        try createEntry(parentID, name, caller, type: S_IFLNK, mode: 0o777) { (dir: Int32, entry: Name, _: mode_t) throws(Errno) in
             try Sys.symlink(target, dir, entry)
         }
     }
@@ -124,7 +138,7 @@ extension Union {
                     try Sys.link(sdir, srcName, ddir, newName)
                 }
                 if v.ociWhiteout { try markers.clearOCIWhiteout(ddir, newName) }
-                return try Sys.stat(ddir, newName)
+                return try upper.withOwnerXattr(try Sys.stat(ddir, newName), .entry(ddir, newName))
             }
         }
         nodes.addAlias(src, parent: newParent, name: newName, key: InodeKey(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)))

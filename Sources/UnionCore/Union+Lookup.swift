@@ -21,7 +21,7 @@ extension Union {
     public func lookupListed(_ parentID: UInt64, _ entry: DirectoryEntry) throws(Errno) -> (Node, stat) {
         if let parent = nodes.node(parentID), let n = nodes.child(parent, entry.name), mode_t(entry.type) << 12 == n.type {
             // Only a vanished name falls back to a full lookup; any other error is the answer.
-            if let st = try ifPresent({ () throws(Errno) -> stat in try rawStat(n) }), nodes.retain(n) {
+            if let st = try ifPresent({ () throws(Errno) -> stat in try topStat(n) }), nodes.retain(n) {
                 return (n, present(n, st))
             }
         }
@@ -30,8 +30,20 @@ extension Union {
 
     public func getattr(_ id: UInt64, fd: Int32? = nil) throws(Errno) -> stat {
         let n = try node(id)
-        if let fd { return present(n, try Sys.fstat(fd)) }
-        return present(n, try rawStat(n))
+        if let fd {
+            // Size and times from the open file; an owner kept in an xattr from the top copy,
+            // which chown and chmod change.
+            let st = try Sys.fstat(fd)
+            guard let layer = ownerLayer(n, st) else { return present(n, st) }
+            return present(n, try withXattrs(n) { (t: Sys.XattrTarget) throws(Errno) -> stat in try layer.withOwnerXattr(st, t) })
+        }
+        return present(n, try topStat(n))
+    }
+
+    /// The layer of `node`'s top copy when it keeps the owner of an object like `st` in an xattr.
+    func ownerLayer(_ node: Node, _ st: stat) -> Layer? {
+        let layer = layers[nodes.layers(of: node)[0]]
+        return layer.keepsOwnerInXattr(st.fileType) ? layer : nil
     }
 
     public func readlink(_ id: UInt64) throws(Errno) -> [UInt8] {
@@ -39,16 +51,21 @@ extension Union {
         return try resolver.withEntry(n) { (dir: Int32, name: Name) throws(Errno) -> [UInt8] in try Sys.readlink(dir, name) }
     }
 
-    /// The stat of `node`'s top copy, straight from its layer.
-    func rawStat(_ node: Node) throws(Errno) -> stat {
-        if let fd = orphan(node) { return try Sys.fstat(fd) }
-        let top = nodes.layers(of: node)[0]
+    /// The stat of `node`'s top copy, from its layer: the inode's, with the owner and mode
+    /// the layer may keep in an xattr.
+    func topStat(_ node: Node) throws(Errno) -> stat {
+        let top = layers[nodes.layers(of: node)[0]]
+        if let fd = orphan(node) { return try top.withOwnerXattr(try Sys.fstat(fd), .fd(fd)) }
         if node.isDirectory {
-            return try resolver.withDirectory(node, in: top) { (fd: Int32) throws(Errno) -> stat in try Sys.fstat(fd) }
+            return try resolver.withDirectory(node, in: top.index) { (fd: Int32) throws(Errno) -> stat in
+                try top.withOwnerXattr(try Sys.fstat(fd), .fd(fd))
+            }
         }
         let (parent, name) = nodes.locked { (node.parent, node.name) }
         guard let parent else { throw Errno.noEntry }
-        let st = try resolver.withDirectory(parent, in: top) { (fd: Int32) throws(Errno) -> stat in try Sys.stat(fd, name) }
+        let st = try resolver.withDirectory(parent, in: top.index) { (fd: Int32) throws(Errno) -> stat in
+            try top.withOwnerXattr(try Sys.stat(fd, name), .entry(fd, name))
+        }
         // The name may have just been removed (its whiteout is there now) or replaced:
         // never report another type for this node, the kernel would mark its inode bad.
         guard st.fileType == node.type else { throw Errno.noEntry }

@@ -13,7 +13,7 @@ extension Union {
     public func getxattr(_ id: UInt64, _ name: Name) throws(Errno) -> [UInt8] {
         if config.noXattrs { throw Errno.notSupported }
         let n = try node(id)
-        if nodes.locked({ n.hasNoXattrs }) { throw Errno.noData }
+        if nodes.locked({ n.hasNoXattrs }) || Markers.isForeignPrivate(name) { throw Errno.noData }
         let stored = Markers.xattrToLayer(name, format: format)
         return try withXattrs(n) { (target: Sys.XattrTarget) throws(Errno) -> [UInt8] in
             do throws(Errno) {
@@ -21,7 +21,10 @@ extension Union {
             } catch where error.rawValue == ENODATA {
                 // `ls -l` asks for security.selinux on every file, every time: remember a
                 // copy that has no xattrs at all and answer it without a syscall.
-                if (try? Sys.listxattr(target))?.isEmpty == true { nodes.locked { n.hasNoXattrs = true } }
+                // (Names only the union keeps, such as an owner xattr, do not count.)
+                if let all = try? Sys.listxattr(target), all.allSatisfy({ Markers.xattrFromLayer($0, format: format) == nil }) {
+                    nodes.locked { n.hasNoXattrs = true }
+                }
                 throw error
             }
         }
@@ -30,6 +33,7 @@ extension Union {
     public func setxattr(_ id: UInt64, _ name: Name, _ value: UnsafeRawBufferPointer, flags: Int32) throws(Errno) {
         if config.noXattrs { throw Errno.notSupported }
         let n = try node(id)
+        if Markers.isForeignPrivate(name) { throw Errno.permission }
         let stored = Markers.xattrToLayer(name, format: format)
         _ = try requireUpper()
         try copyUp(n)
@@ -40,6 +44,7 @@ extension Union {
     public func removexattr(_ id: UInt64, _ name: Name) throws(Errno) {
         if config.noXattrs { throw Errno.notSupported }
         let n = try node(id)
+        if Markers.isForeignPrivate(name) { throw Errno.permission }
         let stored = Markers.xattrToLayer(name, format: format)
         _ = try requireUpper()
         // Nothing to remove is answered without a copy-up.
@@ -49,7 +54,7 @@ extension Union {
     }
 
     /// Runs `body` with where `node`'s top copy takes xattr calls.
-    private func withXattrs<T>(_ node: Node, _ body: (Sys.XattrTarget) throws(Errno) -> T) throws(Errno) -> T {
+    func withXattrs<T>(_ node: Node, _ body: (Sys.XattrTarget) throws(Errno) -> T) throws(Errno) -> T {
         if let fd = orphan(node) { return try body(.fd(fd)) }
         if node.isDirectory {
             return try resolver.withDirectory(node, in: nodes.layers(of: node)[0]) { (fd: Int32) throws(Errno) -> T in try body(.fd(fd)) }

@@ -33,7 +33,11 @@ public final class Union: Sendable {
             let w = config.workDir.map { [$0] } ?? []
             let fds = try PrivateMount.openDirectories([u] + w, flags: [O_PATH] + w.map { _ in O_RDONLY })
             workFD = fds.count > 1 ? fds[1] : nil
-            do throws(Errno) { stack.append(try Layer(role: .upper, index: 0, path: u, fd: fds[0])) } catch {
+            do throws(Errno) {
+                stack.append(try Layer(role: .upper, index: 0, path: u, fd: fds[0]) {
+                    OwnerXattr.upperName(config.xattrPermissions, detected: $0)
+                })
+            } catch {
                 workFD.map(Sys.close)
                 throw error
             }
@@ -58,6 +62,7 @@ public final class Union: Sendable {
         if let upper, let w = config.workDir, let workFD {
             let work = try WorkDir(opened: workFD, path: w, upper: upper, diagnostics: diagnostics)
             self.work = work
+            try Union.recordRootOwner(upper, lowers: stack.filter { !$0.isUpper })
             if let f = config.markerFormat { format = f } else { format = try work.detectFormat() }
             markers = MarkerWriter(format: format, work: work, events: events)
         } else {
@@ -78,6 +83,22 @@ public final class Union: Sendable {
     }
 
     public var isReadOnly: Bool { markers == nil }
+
+    /// An upper that keeps owners in an xattr needs its root's too, or the root would show
+    /// the daemon's: taken, as fuse-overlayfs does, from the first lower root that has one,
+    /// else from the upper root's inode.
+    private static func recordRootOwner(_ upper: Layer, lowers: [Layer]) throws(Errno) {
+        guard let name = upper.ownerXattr, try Sys.getxattrIfPresent(.fd(upper.rootFD), name) == nil else { return }
+        var value: OwnerXattr.Value?
+        for l in lowers {
+            guard let n = l.ownerXattr, let raw = try Sys.getxattrIfPresent(.fd(l.rootFD), n) else { continue }
+            guard let v = OwnerXattr.Value(parsing: raw) else { throw Errno.io }
+            value = v
+            break
+        }
+        let st = try Sys.fstat(upper.rootFD)
+        try upper.writeOwnerXattr(.fd(upper.rootFD), value ?? OwnerXattr.Value(uid: st.st_uid, gid: st.st_gid, mode: st.st_mode))
+    }
 
     /// Closes every descriptor the union holds into its layers except the layer roots
     /// themselves, which close when the union goes: called as soon as the kernel says

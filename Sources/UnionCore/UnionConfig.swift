@@ -19,6 +19,18 @@ public struct UnionConfig: Sendable {
     public var noXattrs = false
     /// fuse-overlayfs's static_nlink: every directory reports one link.
     public var staticNlink = false
+    /// fuse-overlayfs's xattr_permissions=0|1|2: owners and modes written to an xattr of the
+    /// upper layer's objects instead of their inodes (see `OwnerXattr`).
+    public var xattrPermissions: XattrPermissions = .off
+
+    public enum XattrPermissions: Int, Sendable {
+        /// Owners and modes on the inodes (unless upper's root says otherwise).
+        case off = 0
+        /// In `security.fuseoverlayfs.override_stat`.
+        case security = 1
+        /// In `user.containers.override_stat` (or an older fuse-overlayfs's user name).
+        case user = 2
+    }
 
     public init(lowerDirs: [[UInt8]], upperDir: [UInt8]? = nil, workDir: [UInt8]? = nil) {
         self.lowerDirs = lowerDirs

@@ -45,7 +45,6 @@ enum CommitCommand {
                     i += 1
                     guard i < args.count, !args[i].isEmpty else { throw UsageError(message: "\(a) needs a value") }
                     if a == "-o" { lists.append(args[i]) } else { output = args[i] }
-                case "-h", "--help": print(usage); return 0
                 default:
                     if a.hasPrefix("-o") && a.count > 2 { lists.append(String(a.dropFirst(2))) }
                     else { throw UsageError(message: "commit: unexpected argument \(a) (\(usage))") }

@@ -41,7 +41,6 @@ enum DiffCommand {
                     i += 1
                     guard i < args.count, ["json", "text"].contains(args[i]) else { throw UsageError(message: "--format must be json or text") }
                     json = args[i] == "json"
-                case "-h", "--help": print(usage); return 0
                 default:
                     if a.hasPrefix("-o") && a.count > 2 { lists.append(String(a.dropFirst(2))) }
                     else { throw UsageError(message: "diff: unexpected argument \(a) (\(usage))") }

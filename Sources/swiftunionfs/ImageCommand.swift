@@ -6,16 +6,8 @@ import MountOptions
 import UnionCore
 
 /// `swiftunionfs image import|ls|inspect|commit`: the image store (docs/images.md).
+/// The line's shape and --help are ArgumentParser's (Commands.swift); the values are read here.
 enum ImageCommand {
-    static let usage = """
-    usage: swiftunionfs image import SOURCE [--name NAME] [--store DIR]
-           swiftunionfs image ls [--format json] [--store DIR]
-           swiftunionfs image inspect NAME [--format json] [--store DIR]
-           swiftunionfs image commit -o [image=BASE,]upperdir=DIR --name NAME [--store DIR]
-    SOURCE: an OCI image layout directory, an OCI archive, or a docker/podman save archive.
-    The store defaults to $XDG_DATA_HOME/swiftunionfs (~/.local/share/swiftunionfs).
-    """
-
     struct Args {
         var positional: [String] = []
         var name: String?
@@ -41,7 +33,6 @@ enum ImageCommand {
                 a.format = try value(w)
                 guard a.format == "json" || a.format == "text" else { throw LayersError(.badInput, "--format must be json or text") }
             case "-o": a.options.append(try value(w))
-            case "-h", "--help": print(usage); exit(0)
             default:
                 if w.hasPrefix("-o") && w.count > 2 { a.options.append(String(w.dropFirst(2))) }
                 else if w.hasPrefix("-") { throw LayersError(.badInput, "image: unknown flag \(w) (see image --help)") }
@@ -61,7 +52,6 @@ enum ImageCommand {
             case "ls", "list": return try list(args)
             case "inspect": return try inspect(args)
             case "commit": return try commit(args)
-            case "-h", "--help": print(usage); return 0
             default: throw LayersError(.badInput, "unknown image subcommand \(sub) (import, ls, inspect, commit)")
             }
         } catch let e as LayersError {

@@ -46,9 +46,17 @@ enum Inspect {
 
     /// One layer's object at a name, in words (for display only: the verdict comes from
     /// the resolver).
-    static func describe(_ dirFD: Int32, _ name: Name) -> (text: String, kind: Kind) {
-        let st: stat?
+    static func describe(_ layer: Layer, _ dirFD: Int32, _ name: Name) -> (text: String, kind: Kind) {
+        var st: stat?
         do { st = try Sys.statIfPresent(dirFD, name) } catch { return ("unreadable (\(error.name))", .other) }
+        // The owner and mode a layer keeps in an xattr (xattr_permissions) are what a mount shows.
+        var kept = ""
+        if let raw = st, let x = layer.ownerXattr {
+            do {
+                st = try layer.withOwnerXattr(raw, .entry(dirFD, name))
+                if st?.st_mode != raw.st_mode || st?.st_uid != raw.st_uid || st?.st_gid != raw.st_gid { kept = " (from \(x))" }
+            } catch { return ("owner xattr \(x) unreadable (\(error.name))", .other) }
+        }
         guard let st else {
             if (try? Markers.hasOCIWhiteout(dir: dirFD, name: name)) == true {
                 return ("whiteout (.wh.\(name) file, OCI format)", .whiteout)
@@ -60,16 +68,16 @@ enum Inspect {
         case S_IFDIR:
             var how: [String] = []
             let target = Sys.XattrTarget.entry(dirFD, name)
-            for x in [Markers.trustedOpaque, Markers.userOpaque] {
+            for x in Markers.opaqueXattrs {
                 if (try? Sys.getxattrIfPresent(target, x)) == [UInt8(ascii: "y")] { how.append("\(x)=y") }
             }
             if (try? Sys.statIfPresent(dirFD, name + "/" + Markers.ociOpaqueName)) != nil { how.append("\(Markers.ociOpaqueName)") }
-            let mode = "mode 0" + String(st.st_mode & 0o7777, radix: 8)
+            let mode = "mode 0" + String(st.st_mode & 0o7777, radix: 8) + kept
             return how.isEmpty ? ("directory, \(mode)", .directory) : ("opaque directory (\(how.joined(separator: ", "))), \(mode)", .opaque)
         case S_IFLNK:
             return ("symlink -> \((try? Sys.readlink(dirFD, name)).map { Bytes.display($0) } ?? "?")", .other)
         case S_IFREG:
-            return ("file, \(st.st_size) bytes, mode 0\(String(st.st_mode & 0o7777, radix: 8)), owner \(st.st_uid):\(st.st_gid)", .other)
+            return ("file, \(st.st_size) bytes, mode 0\(String(st.st_mode & 0o7777, radix: 8)), owner \(st.st_uid):\(st.st_gid)\(kept)", .other)
         default:
             return ("special file (type 0\(String(st.st_mode >> 12, radix: 8)))", .other)
         }
@@ -125,7 +133,7 @@ enum Inspect {
                 continue
             }
             defer { Sys.close(dfd) }
-            let (text, kind) = describe(dfd, name)
+            let (text, kind) = describe(layer, dfd, name)
             var note = notes[layer.index] ?? ""
             if note.isEmpty && kind != .absent && !consulted.contains(layer.index) {
                 note = stack.contains(layer.index) || ancestorVerdict != nil ? "  (shadowed)" : "  (not merged: the directory above is opaque here or absent)"
@@ -192,7 +200,7 @@ enum Inspect {
             var firstLayer = ""
             for layer in union.layers {
                 guard let dfd = openDirectory(layer, path) else { continue }
-                let (_, kind) = describe(dfd, name)
+                let (_, kind) = describe(layer, dfd, name)
                 Sys.close(dfd)
                 if kind == .absent { continue }
                 if firstKind == nil { firstKind = kind; firstLayer = layer.label }

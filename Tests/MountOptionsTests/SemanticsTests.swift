@@ -74,9 +74,12 @@ final class SemanticsTests: XCTestCase {
         XCTAssertTrue(try mountWith("static_nlink").staticNlink)
         XCTAssertTrue(try mountWith("threaded=0").singleThreaded)
         XCTAssertFalse(try mountWith("threaded=1").singleThreaded)
-        XCTAssertNoThrow(try mountWith("xattr_permissions=0"))
-        refusedOption("xattr_permissions=1", "not supported")
-        refusedOption("xattr_permissions=2", "not supported")
+        XCTAssertEqual(try mountWith("xattr_permissions=0").xattrPermissions, .off)
+        XCTAssertEqual(try mountWith("xattr_permissions=1").xattrPermissions, .security)
+        XCTAssertEqual(try mountWith("xattr_permissions=2").xattrPermissions, .user)
+        XCTAssertEqual(try mountWith("xattr_permissions=2,xattr_permissions=2").xattrPermissions, .user)
+        refusedOption("xattr_permissions=1,xattr_permissions=2", "conflicts")
+        for bad in ["3", "02", "-1", "x", "1 "] { refusedOption("xattr_permissions=\(bad)", "must be 0, 1") }
     }
 
     func testTracing() throws {
