@@ -88,7 +88,9 @@ public final class Session: Sendable {
     private func serve(_ se: OpaquePointer) -> Int32 {
         installSignalCounters()
         startHousekeeping()
+        let lowerEdits = LowerEditThread.start(bridge, session: se)
         let rc = options.singleThreaded ? fuse_session_loop(se) : suf_session_loop_mt(se, 0, 10)
+        lowerEdits?.stop()
         stopHousekeeping()
         return rc == 0 ? 0 : 1
     }

@@ -13,7 +13,18 @@ extension Union {
         let key = r.type != S_IFDIR && r.stat.st_nlink > 1 && layers[r.layers[0]].isUpper
             ? InodeKey(device: UInt64(r.stat.st_dev), inode: UInt64(r.stat.st_ino)) : nil
         let n = nodes.remember(parent: parent, name: name, type: r.type, layers: r.layers, key: key) { presenter.reportedIno(r) }
+        if r.type == S_IFDIR, let watch, watch.registersAtLookup { watchLookedUp(watch, n, parent, name, r.layers) }
         return (n, present(n, r.stat))
+    }
+
+    /// fanotify names a directory's own changes by its handle: register each lower copy
+    /// of a directory the kernel now holds, from the parent directories just consulted.
+    private func watchLookedUp(_ watch: LowerWatch, _ n: Node, _ parent: Node, _ name: Name, _ chain: [Int]) {
+        for li in watch.unregistered(n.id, chain) {
+            try? resolver.withDirectory(parent, in: li) { (pfd: Int32) throws(Errno) in
+                watch.lookedUp(n.id, li, name: name, parentFD: pfd)
+            }
+        }
     }
 
     /// `lookup` for readdirplus: a name the kernel already holds is answered from its

@@ -23,6 +23,8 @@ public final class Union: Sendable {
     let events: EventSink
     let diagnostics: Diagnostics
     let userNamespace: UserNamespace
+    /// Edits made to the lower layers behind the mount; nil with `watch=off`.
+    public let watch: LowerWatch?
 
     public init(config: UnionConfig, events: EventSink = NullEventSink(),
                 diagnostics: Diagnostics = NullDiagnostics()) throws(Errno) {
@@ -59,10 +61,18 @@ public final class Union: Sendable {
             if try Markers.isOpaque(directory: layer.rootFD) { break }
         }
         nodes = NodeTable(rootLayers: rootLayers, rootIno: stack[0].rootIno)
-        resolver = Resolver(layers: stack, nodes: nodes, diagnostics: diagnostics)
+        let watch = config.watch == .off ? nil
+            : try LowerWatch(mode: config.watch, limit: config.watchLimit, layers: stack, diagnostics: diagnostics)
+        self.watch = watch
+        resolver = Resolver(layers: stack, nodes: nodes, diagnostics: diagnostics, watch: watch)
     }
 
     public var isReadOnly: Bool { markers == nil }
+
+    /// Starts watching the lower layers for edits (before mounting); nil with `watch=off`.
+    public func startWatching() throws(LowerWatch.StartError) -> LowerWatch.Mechanism? {
+        try watch?.start(root: nodes.root)
+    }
 
     /// Closes every descriptor the union holds into its layers except the layer roots
     /// themselves, which close when the union goes: called as soon as the kernel says
@@ -83,7 +93,10 @@ public final class Union: Sendable {
     /// longer holds.
     public func forget(_ id: UInt64, _ count: UInt64) {
         nodes.forget(id, count)
-        if nodes.node(id) == nil { resolver.forget(id) }
+        if nodes.node(id) == nil {
+            resolver.forget(id)
+            watch?.forget(id)
+        }
     }
 
     /// The attributes of `node` as shown, from the stat of its top copy.

@@ -19,6 +19,11 @@ public struct UnionConfig: Sendable {
     public var noXattrs = false
     /// fuse-overlayfs's static_nlink: every directory reports one link.
     public var staticNlink = false
+    /// How edits made to the lower layers while mounted are noticed (`watch=`); `off` for
+    /// unions that are not mounted (inspect, unit tests) unless asked.
+    public var watch: LowerWatchMode = .off
+    /// inotify's budget of watched directories (`watch_limit=`); nil: the default.
+    public var watchLimit: Int?
 
     public init(lowerDirs: [[UInt8]], upperDir: [UInt8]? = nil, workDir: [UInt8]? = nil) {
         self.lowerDirs = lowerDirs
