@@ -152,15 +152,16 @@ extension Union {
         nodes.locked { if dir.children[name] === child { NodeTable.unlockedUnlink(dir, name) } }
     }
 
-    /// Events were lost: every name the kernel holds with a lower copy is replaced and
+    /// Events were lost: every name the kernel holds that a lower edit could change (one
+    /// with a lower copy, or a directory a lower one could merge into) is replaced and
     /// looked up again, and every attribute dropped. (Negative entries directly in the
     /// root cannot be named, and may stay; every other one goes with its directory.)
     private func forgetEverything(_ add: (Invalidation) -> Void) {
         diagnostics.report("the lower layers' event queue overflowed: every cached name and attribute is dropped")
-        let links = nodes.links()
-        for (parent, name, child) in links {
+        func hasLower(_ n: Node) -> Bool { nodes.layers(of: n).contains { !layers[$0].isUpper } }
+        for (parent, name, child) in nodes.links() {
             nodes.locked { child.markerFree = 0; child.hasNoXattrs = false }
-            if nodes.layers(of: child).contains(where: { !layers[$0].isUpper }) || nodes.layers(of: parent).contains(where: { !layers[$0].isUpper }) {
+            if hasLower(child) || (child.isDirectory && hasLower(parent)) {
                 detach(parent, name, child)
                 add(.entry(parent: parent.id, name: name))
             }
