@@ -269,6 +269,13 @@ public final class LowerWatch: Sendable {
     public static let revalidateSeconds = 0.5
     static let revalidateText = "0.5"
 
+    /// Whether every directory the kernel holds is watched (or nothing is, with no
+    /// mechanism started): the common case, one load.
+    var watchesEverything: Bool {
+        let k = kind.load(ordering: .relaxed)
+        return k == 0 || (k != 3 && !anyUnwatched.load(ordering: .acquiring))
+    }
+
     /// Whether edits to the lower copies of directory `dir` and of its entries reach the
     /// kernel as invalidations, so the kernel may cache them for the whole timeout.
     public func watches(_ dir: UInt64) -> Bool {

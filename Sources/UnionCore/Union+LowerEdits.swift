@@ -58,7 +58,7 @@ extension Union {
 
     /// `lowerEditsReported` for the attributes of `id` (its parent's entries).
     public func lowerEditsReported(attributesOf id: UInt64) -> Bool {
-        guard let watch else { return true }
+        guard let watch, !watch.watchesEverything else { return true }
         guard watch.watches(id) else { return false }
         guard id != NodeTable.rootID, let n = nodes.node(id) else { return true }
         guard let parent = nodes.locked({ n.parent }) else { return true }

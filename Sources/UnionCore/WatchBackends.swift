@@ -146,6 +146,10 @@ final class FanotifyBackend: WatchBackend {
     func read(_ buffer: UnsafeMutableRawBufferPointer, _ body: (RawWatchEvent) -> Void) throws(Errno) -> Bool {
         let n = try Sys.readAvailable(fd, buffer)
         guard n > 0 else { return false }
+        // The daemon never writes a lower layer: its own events (its writes to an upper
+        // on the same filesystem) are skipped before anything is decoded. Asked per read,
+        // as `run` serves from a child of the process that made the group.
+        let me = getpid()
         var off = 0
         while off + 24 <= n {
             let eventLen = Int(buffer.loadUnaligned(fromByteOffset: off, as: UInt32.self))
@@ -153,6 +157,7 @@ final class FanotifyBackend: WatchBackend {
             let metaLen = Int(buffer.loadUnaligned(fromByteOffset: off + 6, as: UInt16.self))
             let mask = buffer.loadUnaligned(fromByteOffset: off + 8, as: UInt64.self)
             let efd = buffer.loadUnaligned(fromByteOffset: off + 16, as: Int32.self)
+            let pid = buffer.loadUnaligned(fromByteOffset: off + 20, as: Int32.self)
             guard eventLen >= 24, off + eventLen <= n, version == UInt8(SUF_FAN_METADATA_VERSION) else {
                 // A layout this code does not know: treat it as lost events.
                 body(.overflow)
@@ -164,6 +169,7 @@ final class FanotifyBackend: WatchBackend {
                 body(.overflow)
                 continue
             }
+            if pid == me { continue }
             var info = off + metaLen
             let end = off + eventLen
             while info + 4 <= end {
