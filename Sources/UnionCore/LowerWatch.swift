@@ -265,6 +265,9 @@ public final class LowerWatch: Sendable {
 
     // MARK: what the bridge asks
 
+    /// How long the watcher waits after the first event of a burst before reading it.
+    static let gatherMilliseconds = 2
+
     /// How long names and attributes are cached where edits may go unnoticed.
     public static let revalidateSeconds = 0.5
     static let revalidateText = "0.5"
@@ -318,6 +321,9 @@ public final class LowerWatch: Sendable {
         if ready.b { Sys.drain(eventFD: wake) }
         var raw: [RawWatchEvent] = []
         if ready.a {
+            // Let a burst gather (and the kernel merge repeats of an event) before reading:
+            // one wakeup per burst, not one per write, for a delay far inside the bound.
+            Sys.sleep(milliseconds: Self.gatherMilliseconds)
             do throws(Errno) {
                 while try backend.read(buffer, { raw.append($0) }) {
                     if raw.count > 65536 { break }

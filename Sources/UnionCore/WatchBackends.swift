@@ -37,11 +37,6 @@ protocol WatchBackend: Sendable {
     func read(_ buffer: UnsafeMutableRawBufferPointer, _ body: (RawWatchEvent) -> Void) throws(Errno) -> Bool
 }
 
-extension LowerEdit.Kind {
-    /// A name appeared, went away or was replaced.
-    static let nameEvents: UInt64 = SUF_FAN_CREATE | SUF_FAN_DELETE | SUF_FAN_MOVED_FROM | SUF_FAN_MOVED_TO
-}
-
 /// inotify: one watch per lower directory the daemon has opened, each reporting the
 /// directory's own changes and its entries' (unprivileged; bounded by a budget).
 final class InotifyBackend: WatchBackend {
@@ -102,6 +97,8 @@ final class FanotifyBackend: WatchBackend {
     private let fsids: [Int: [UInt8]]
     static let mask: UInt64 = SUF_FAN_MODIFY | SUF_FAN_ATTRIB | SUF_FAN_CREATE | SUF_FAN_DELETE
         | SUF_FAN_MOVED_FROM | SUF_FAN_MOVED_TO | SUF_FAN_ONDIR
+    /// A name appeared, went away or was replaced.
+    static let nameMask: UInt64 = SUF_FAN_CREATE | SUF_FAN_DELETE | SUF_FAN_MOVED_FROM | SUF_FAN_MOVED_TO
 
     /// Marks the filesystem of every layer in `roots` (layer index -> root descriptor).
     init(roots: [(layer: Int, fd: Int32, device: UInt64)]) throws(Errno) {
@@ -186,7 +183,7 @@ final class FanotifyBackend: WatchBackend {
                 key += UnsafeRawBufferPointer(rebasing: buffer[(info + 16)..<keyEnd])
                 let name = Name(UnsafeRawBufferPointer(rebasing: buffer[keyEnd..<(info + len)]).prefix { $0 != 0 })
                 body(.edit(.handle(key), name == .dot ? nil : name,
-                           mask & LowerEdit.Kind.nameEvents != 0 ? .names : .attributes))
+                           mask & Self.nameMask != 0 ? .names : .attributes))
             }
         }
         return true
