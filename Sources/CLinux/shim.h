@@ -19,6 +19,10 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <sys/inotify.h>
+#include <sys/eventfd.h>
+#include <sys/statfs.h>
+#include <poll.h>
 #include <linux/fs.h>
 #include <linux/openat2.h>
 #include <linux/stat.h>
@@ -129,6 +133,82 @@ static inline int suf_set_nofile_soft(uint64_t soft) {
 /* syslog is variadic: one preformatted line. */
 static inline void suf_openlog(const char *ident) { openlog(ident, LOG_PID | LOG_NDELAY, LOG_DAEMON); }
 static inline void suf_syslog(int priority, const char *line) { syslog(priority, "%s", line); }
+
+/* ---- watching the lower layers (inotify, fanotify, file handles) ------- */
+
+#define SUF_IN_MODIFY      IN_MODIFY
+#define SUF_IN_ATTRIB      IN_ATTRIB
+#define SUF_IN_CREATE      IN_CREATE
+#define SUF_IN_DELETE      IN_DELETE
+#define SUF_IN_MOVED_FROM  IN_MOVED_FROM
+#define SUF_IN_MOVED_TO    IN_MOVED_TO
+#define SUF_IN_DELETE_SELF IN_DELETE_SELF
+#define SUF_IN_MOVE_SELF   IN_MOVE_SELF
+#define SUF_IN_ONLYDIR     IN_ONLYDIR
+#define SUF_IN_EXCL_UNLINK IN_EXCL_UNLINK
+#define SUF_IN_IGNORED     IN_IGNORED
+#define SUF_IN_Q_OVERFLOW  IN_Q_OVERFLOW
+#define SUF_IN_ISDIR       IN_ISDIR
+
+#define SUF_FAN_MODIFY     0x00000002ull
+#define SUF_FAN_ATTRIB     0x00000004ull
+#define SUF_FAN_MOVED_FROM 0x00000040ull
+#define SUF_FAN_MOVED_TO   0x00000080ull
+#define SUF_FAN_CREATE     0x00000100ull
+#define SUF_FAN_DELETE     0x00000200ull
+#define SUF_FAN_Q_OVERFLOW 0x00004000ull
+#define SUF_FAN_ONDIR      0x40000000ull
+#define SUF_FAN_CLASS_NOTIF     0x00000000u
+#define SUF_FAN_CLOEXEC         0x00000001u
+#define SUF_FAN_NONBLOCK        0x00000002u
+#define SUF_FAN_REPORT_DFID_NAME (0x00000400u | 0x00000800u)
+#define SUF_FAN_MARK_ADD        0x00000001u
+#define SUF_FAN_MARK_FILESYSTEM 0x00000100u
+#define SUF_FAN_METADATA_VERSION 3
+#define SUF_FAN_EVENT_INFO_TYPE_DFID_NAME 2
+#define SUF_AT_HANDLE_FID 0x200
+#define SUF_MAX_HANDLE_SZ 128
+
+static inline int suf_inotify_init(void) { return inotify_init1(IN_NONBLOCK | IN_CLOEXEC); }
+static inline int suf_inotify_add_watch(int fd, const char *path, uint32_t mask) { return inotify_add_watch(fd, path, mask); }
+static inline int suf_inotify_rm_watch(int fd, int wd) { return inotify_rm_watch(fd, wd); }
+
+static inline int suf_fanotify_init(unsigned int flags, unsigned int event_flags) {
+    return (int)syscall(SYS_fanotify_init, flags, event_flags);
+}
+static inline int suf_fanotify_mark(int fd, unsigned int flags, uint64_t mask, int dirfd, const char *path) {
+    return (int)syscall(SYS_fanotify_mark, fd, flags, mask, dirfd, path);
+}
+
+/* name_to_handle_at(2): the handle's type in *type and its bytes in buf (at least
+ * SUF_MAX_HANDLE_SZ); returns the number of bytes, or -1 with errno. */
+static inline int suf_name_to_handle(int dirfd, const char *name, int flags, int32_t *type, unsigned char *buf) {
+    struct { uint32_t handle_bytes; int32_t handle_type; unsigned char f_handle[SUF_MAX_HANDLE_SZ]; } h;
+    int mount_id = 0;
+    h.handle_bytes = SUF_MAX_HANDLE_SZ;
+    if (syscall(SYS_name_to_handle_at, dirfd, name, &h, &mount_id, flags) != 0) return -1;
+    *type = h.handle_type;
+    memcpy(buf, h.f_handle, h.handle_bytes);
+    return (int)h.handle_bytes;
+}
+
+/* The filesystem id fanotify reports events with (statfs's f_fsid). */
+static inline int suf_fsid(int fd, int32_t out[2]) {
+    struct statfs s;
+    if (fstatfs(fd, &s) != 0) return -1;
+    memcpy(out, &s.f_fsid, 2 * sizeof(int32_t));
+    return 0;
+}
+
+static inline int suf_eventfd(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
+
+/* poll(2) on two descriptors for reading: bit 0 set when a is readable, bit 1 for b. */
+static inline int suf_poll2(int a, int b, int timeout_ms) {
+    struct pollfd p[2] = { { .fd = a, .events = POLLIN }, { .fd = b, .events = POLLIN } };
+    int rc = poll(p, 2, timeout_ms);
+    if (rc < 0) return -1;
+    return ((p[0].revents & (POLLIN | POLLERR | POLLHUP)) ? 1 : 0) | ((p[1].revents & (POLLIN | POLLERR | POLLHUP)) ? 2 : 0);
+}
 
 /* ---- relaxed atomics for lock-free counters ----------------------------- */
 

@@ -26,6 +26,8 @@ public final class Bridge: Sendable {
     public let union: Union
     let entryTimeout: Double
     let attrTimeout: Double
+    /// The cache time where edits to a lower layer may go unreported (an unwatched directory).
+    let revalidateTimeout: Double
     public let tracer: Tracer?
     public let stats: Statistics?
     let log: DaemonLog
@@ -36,6 +38,7 @@ public final class Bridge: Sendable {
         self.union = union
         self.entryTimeout = timeout
         self.attrTimeout = timeout
+        self.revalidateTimeout = min(timeout, LowerWatch.revalidateSeconds)
         self.tracer = tracer
         self.stats = stats
         self.log = log
@@ -87,40 +90,45 @@ public final class Bridge: Sendable {
         }
     }
 
-    func entry(_ id: UInt64, _ st: stat) -> fuse_entry_param {
+    /// The entry of node `id` in directory `parent`. Cached for the whole timeout where
+    /// every lower edit to it is reported (and then invalidated), briefly where not.
+    func entry(_ id: UInt64, _ st: stat, parent: UInt64) -> fuse_entry_param {
+        let reported = union.lowerEditsReported(parent, id)
         var e = fuse_entry_param()
         e.ino = fuse_ino_t(id)
         e.generation = 1
         e.attr = st
-        e.attr_timeout = attrTimeout
-        e.entry_timeout = entryTimeout
+        e.attr_timeout = reported ? attrTimeout : revalidateTimeout
+        e.entry_timeout = reported ? entryTimeout : revalidateTimeout
         return e
     }
 
-    /// A missing name, cached by the kernel as a negative entry: the union changes only
-    /// through this mount, and the kernel drops the entry when it creates the name.
-    func replyNegative(_ req: fuse_req_t?, _ e: Errno) -> Bool {
+    /// A missing name, cached by the kernel as a negative entry: the kernel drops it when
+    /// it creates the name through this mount, and a lower layer that gains the name
+    /// reports it (or, in an unwatched directory, the entry expires soon).
+    func replyNegative(_ req: fuse_req_t?, _ e: Errno, parent: UInt64) -> Bool {
         guard e.rawValue == ENOENT else { return false }
         var entry = fuse_entry_param()
-        entry.entry_timeout = entryTimeout
+        entry.entry_timeout = union.lowerEditsReported(parent) ? entryTimeout : revalidateTimeout
         fuse_reply_entry(req, &entry)
         return true
     }
 
-    func replyEntry(_ req: fuse_req_t?, _ id: UInt64, _ st: stat) {
-        var e = entry(id, st)
+    func replyEntry(_ req: fuse_req_t?, _ id: UInt64, _ st: stat, parent: UInt64) {
+        var e = entry(id, st, parent: parent)
         if fuse_reply_entry(req, &e) != 0 { union.forget(id, 1) }
     }
 
-    func replyAttr(_ req: fuse_req_t?, _ st: stat) {
+    func replyAttr(_ req: fuse_req_t?, _ st: stat, of id: UInt64) {
         var s = st
-        fuse_reply_attr(req, &s, attrTimeout)
+        fuse_reply_attr(req, &s, union.lowerEditsReported(attributesOf: id) ? attrTimeout : revalidateTimeout)
     }
 
     /// Fills one readdir(plus) reply from the handle's snapshot; offsets are indices + 1.
     func replyDirectory(_ req: fuse_req_t?, _ ino: UInt64, _ size: Int, _ offset: off_t,
                         _ fi: UnsafeMutablePointer<fuse_file_info>, plus: Bool) throws(Errno) {
         let dir = Unmanaged<MergedDirectory>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).takeUnretainedValue()
+        let epoch = plus ? union.lowerEditEpoch : 0
         let entries = try dir.entries(at: Int(offset)) { () throws(Errno) -> [DirectoryEntry] in try union.list(ino) }
         let buf = UnsafeMutablePointer<CChar>.allocate(capacity: size)
         defer { buf.deallocate() }
@@ -140,7 +148,7 @@ public final class Bridge: Sendable {
                 } else {
                     do throws(Errno) {
                         let (node, st) = try union.lookupListed(ino, e)
-                        param = entry(node.id, st)
+                        param = entry(node.id, st, parent: ino)
                         looked = node.id
                     } catch where error.rawValue == ENOENT {
                         // Removed since the listing was taken.
@@ -169,6 +177,10 @@ public final class Bridge: Sendable {
             index += 1
         }
         fuse_reply_buf(req, buf, used)
+        // Entries handed over while lower edits were being applied are invalidated again.
+        if plus, union.lowerEditEpoch != epoch {
+            union.repliedEntries(ino, entries[Int(offset)..<index].map(\.name).filter { !$0.isDotOrDotDot }, since: epoch)
+        }
     }
 }
 

@@ -56,12 +56,25 @@ public enum Daemon {
         if let upper = union.upper, union.format.whiteout == .ociFile, !plan.whiteoutChosen {
             fail("note: \(upper.displayPath) refuses 0/0 device nodes; whiteouts are written as .wh.NAME files")
         }
+        let mechanism: LowerWatch.Mechanism?
+        do { mechanism = try union.startWatching() } catch { throw SetupError(error.message) }
         let describe = "layers: " + union.layers.map { "\($0.label)=\($0.displayPath)" }.joined(separator: " ")
             + (union.isReadOnly ? " (read-only)" : "; markers: \(union.format)")
+            + "; watch: " + describeWatch(mechanism, timeout: plan.timeout)
         tracer?.note(describe)
         if plan.verbose { fail(describe) }
         let bridge = Bridge(union: union, timeout: plan.timeout, tracer: tracer, stats: stats, log: log)
         return Session(bridge: bridge, options: plan.session)
+    }
+
+    /// The lower-edit watch in force, as `-v`, the trace header and `inspect` name it.
+    public static func describeWatch(_ m: LowerWatch.Mechanism?, timeout: Double) -> String {
+        switch m {
+        case nil: return "off (edits to the lower layers while mounted may stay unseen for timeout=\(Text.seconds(timeout)) s)"
+        case .fanotify: return "fanotify (lower edits shown within 1 s)"
+        case .inotify(let limit): return "inotify (lower edits shown within 1 s; up to \(limit) watched directories, then \(LowerWatch.revalidateSeconds) s timeouts)"
+        case .timeouts(let why): return "timeouts (no notification: \(why); names and attributes revalidated every \(LowerWatch.revalidateSeconds) s)"
+        }
     }
 
     static func makeLog(_ target: DaemonPlan.Log?) throws(SetupError) -> DaemonLog {

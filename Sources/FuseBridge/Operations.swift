@@ -26,10 +26,12 @@ enum Operations {
         }
         ops.lookup = { req, parent, name in
             let b = Operations.bridge(req), n = Operations.name(name)
-            b.serve(req, .lookup, parent, name: n, replyError: { b.replyNegative(req, $0) }) { () throws(Errno) in
+            let epoch = b.union.lowerEditEpoch
+            b.serve(req, .lookup, parent, name: n, replyError: { b.replyNegative(req, $0, parent: parent) }) { () throws(Errno) in
                 let (node, st) = try b.union.lookup(parent, n)
-                b.replyEntry(req, node.id, st)
+                b.replyEntry(req, node.id, st, parent: parent)
             }
+            b.union.repliedEntries(parent, [n], since: epoch)
         }
         ops.forget = { req, ino, count in
             Operations.bridge(req).union.forget(ino, count)
@@ -44,7 +46,7 @@ enum Operations {
             let b = Operations.bridge(req)
             b.serve(req, .getattr, ino) { () throws(Errno) in
                 let fd = fi.map { Int32(truncatingIfNeeded: $0.pointee.fh) }
-                b.replyAttr(req, try b.union.getattr(ino, fd: fd))
+                b.replyAttr(req, try b.union.getattr(ino, fd: fd), of: ino)
             }
         }
         ops.setattr = { req, ino, attr, toSet, fi in
@@ -59,7 +61,7 @@ enum Operations {
                 if toSet & FUSE_SET_ATTR_ATIME_NOW != 0 { c.atime = .now } else if toSet & FUSE_SET_ATTR_ATIME != 0 { c.atime = .at(a.st_atim) }
                 if toSet & FUSE_SET_ATTR_MTIME_NOW != 0 { c.mtime = .now } else if toSet & FUSE_SET_ATTR_MTIME != 0 { c.mtime = .at(a.st_mtim) }
                 let fd = fi.map { Int32(truncatingIfNeeded: $0.pointee.fh) }
-                b.replyAttr(req, try b.union.setattr(ino, c, fd: fd))
+                b.replyAttr(req, try b.union.setattr(ino, c, fd: fd), of: ino)
             }
         }
         ops.readlink = { req, ino in
@@ -73,21 +75,21 @@ enum Operations {
             let b = Operations.bridge(req), n = Operations.name(name)
             b.serve(req, .mknod, parent, name: n, args: { "mode=0\(String(mode, radix: 8))" }) { () throws(Errno) in
                 let (node, st) = try b.union.mknod(parent, n, mode: mode, rdev: rdev, caller: Operations.caller(req))
-                b.replyEntry(req, node.id, st)
+                b.replyEntry(req, node.id, st, parent: parent)
             }
         }
         ops.mkdir = { req, parent, name, mode in
             let b = Operations.bridge(req), n = Operations.name(name)
             b.serve(req, .mkdir, parent, name: n, args: { "mode=0\(String(mode, radix: 8))" }) { () throws(Errno) in
                 let (node, st) = try b.union.mkdir(parent, n, mode: mode, caller: Operations.caller(req))
-                b.replyEntry(req, node.id, st)
+                b.replyEntry(req, node.id, st, parent: parent)
             }
         }
         ops.symlink = { req, target, parent, name in
             let b = Operations.bridge(req), n = Operations.name(name), t = Bytes.fromCString(target!)
             b.serve(req, .symlink, parent, name: n, args: { "target=" + Bytes.display(t) }) { () throws(Errno) in
                 let (node, st) = try b.union.symlink(parent, n, target: t, caller: Operations.caller(req))
-                b.replyEntry(req, node.id, st)
+                b.replyEntry(req, node.id, st, parent: parent)
             }
         }
         ops.unlink = { req, parent, name in
@@ -115,7 +117,7 @@ enum Operations {
             let b = Operations.bridge(req), nn = Operations.name(newName)
             b.serve(req, .link, ino, args: { "to=" + Bytes.display(b.union.displayPath(newParent, child: nn)) }) { () throws(Errno) in
                 let (node, st) = try b.union.link(ino, newParent, nn)
-                b.replyEntry(req, node.id, st)
+                b.replyEntry(req, node.id, st, parent: newParent)
             }
         }
         ops.open = { req, ino, fi in
@@ -124,7 +126,8 @@ enum Operations {
             b.serve(req, .open, ino, args: { "flags=\(OpenFlags.describe(flags))" }) { () throws(Errno) in
                 let fd = try b.union.open(ino, flags: flags)
                 fi!.pointee.fh = UInt64(fd)
-                fi!.pointee.keep_cache = 1
+                // The page cache survives close unless a lower edit to the file could go unreported.
+                fi!.pointee.keep_cache = b.union.lowerEditsReported(attributesOf: ino) ? 1 : 0
                 if fuse_reply_open(req, fi) != 0 { b.union.release(ino, fd) }
             }
         }
@@ -134,7 +137,7 @@ enum Operations {
             b.serve(req, .create, parent, name: n, args: { "flags=\(OpenFlags.describe(flags)) mode=0\(String(mode, radix: 8))" }) { () throws(Errno) in
                 let (node, st, fd) = try b.union.create(parent, n, mode: mode, flags: flags, caller: Operations.caller(req))
                 fi!.pointee.fh = UInt64(fd)
-                var e = b.entry(node.id, st)
+                var e = b.entry(node.id, st, parent: parent)
                 if fuse_reply_create(req, &e, fi) != 0 { b.union.release(node.id, fd) }
             }
         }

@@ -88,7 +88,9 @@ public final class Session: Sendable {
     private func serve(_ se: OpaquePointer) -> Int32 {
         installSignalCounters()
         startHousekeeping()
+        let lowerEdits = LowerEditThread.start(bridge, session: se)
         let rc = options.singleThreaded ? fuse_session_loop(se) : suf_session_loop_mt(se, 0, 10)
+        lowerEdits?.stop()
         releaseLayerDescriptors(keeping: [fuse_session_fd(se), bridge.tracer?.fd ?? -1, bridge.log.fileDescriptor ?? -1])
         stopHousekeeping()
         if rc != 0 { bridge.log.report("the request loop ended with an error: \(rc < 0 ? Errno(-rc).description : "\(rc)")") }

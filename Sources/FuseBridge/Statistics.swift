@@ -11,7 +11,7 @@ public final class Statistics: @unchecked Sendable {
     private static let perOp = 4 + buckets   // count, errors, total ns, max ns, buckets…
     private let ops: UnsafeMutablePointer<UInt64>
     private let errnos: UnsafeMutablePointer<UInt64>
-    private let totals: UnsafeMutablePointer<UInt64>  // read bytes, written bytes, copy-ups, copy-up bytes, copy-up µs, whiteouts, opaques
+    private let totals: UnsafeMutablePointer<UInt64>  // read bytes, written bytes, copy-ups, copy-up bytes, copy-up µs, whiteouts, opaques, lower edits
     private let started = Clock.nanoseconds()
 
     public init() {
@@ -54,6 +54,7 @@ public final class Statistics: @unchecked Sendable {
             suf_atomic_add(totals + 4, UInt64(max(micros, 0)))
         case .whiteout: suf_atomic_add(totals + 5, 1)
         case .opaque: suf_atomic_add(totals + 6, 1)
+        case .lowerEdit: suf_atomic_add(totals + 7, 1)
         }
     }
 
@@ -111,6 +112,7 @@ public final class Statistics: @unchecked Sendable {
         out += "errors: \(errs.isEmpty ? "none" : errs)\n"
         out += "bytes read \(total(0)), written \(total(1))\n"
         out += "copy-ups \(total(2)) (\(total(3)) bytes, \(total(4)) us), whiteouts \(total(5)), opaque dirs \(total(6))\n"
+        out += "lower edits seen \(total(7))\n"
         return out
     }
 
@@ -122,6 +124,6 @@ public final class Statistics: @unchecked Sendable {
         let errs = errorsByName().map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",")
         return "{\"ops\":{\(ops)},\"errors\":{\(errs)},\"bytes_read\":\(total(0)),\"bytes_written\":\(total(1)),"
             + "\"copy_ups\":{\"count\":\(total(2)),\"bytes\":\(total(3)),\"us\":\(total(4))},"
-            + "\"whiteouts\":\(total(5)),\"opaque_dirs\":\(total(6))}\n"
+            + "\"whiteouts\":\(total(5)),\"opaque_dirs\":\(total(6)),\"lower_edits\":\(total(7))}\n"
     }
 }

@@ -16,6 +16,11 @@ enum Text {
         return "\(sign)\(whole)." + String(repeating: "0", count: max(0, digits - f.count)) + f
     }
 
+    /// Seconds as given: "3600", "2.5".
+    static func seconds(_ v: Double) -> String {
+        v == v.rounded() && abs(v) < 1e15 ? String(Int64(v)) : String(v)
+    }
+
     static func pad(_ s: String, _ width: Int, left: Bool = false) -> String {
         let fill = String(repeating: " ", count: max(0, width - s.count))
         return left ? fill + s : s + fill

@@ -68,6 +68,7 @@ public final class Tracer: Sendable {
                 return ("copy-up", p, [("from", layer), ("bytes", "\(bytes)"), ("us", "\(us)")])
             case .whiteout(let p, let f): return ("whiteout", p, [("format", f)])
             case .opaque(let p, let x): return ("opaque", p, [("xattr", x)])
+            case .lowerEdit(let p, let layer, let change): return ("lower-edit", p, [("layer", layer), ("change", change)])
             }
         }()
         guard wants(path: raw) else { return }

@@ -68,12 +68,18 @@ public struct MountCommand: Sendable {
     public var staticNlink = false
     /// fuse-overlayfs's xattr_permissions=0|1|2: owners and modes kept in an xattr.
     public var xattrPermissions: UnionConfig.XattrPermissions = .off
+    /// How edits made to the lower layers while mounted are noticed (`watch=`).
+    public var watch: LowerWatchMode = .auto
+    /// inotify's budget of watched directories (`watch_limit=`); nil: the default.
+    public var watchLimit: Int?
 
     /// The kernel overlay's limit on lower layers (OVL_MAX_STACK).
     public static let maxLowerDirs = 500
     public static var maxTimeout: Double { Double(Numbers.maxSeconds) }
     /// The largest `squash_to_uid=`/`squash_to_gid=`: 4294967295 is (uid_t)-1, not an id.
     public static let maxID = IDMap.lastID
+    /// The largest `watch_limit=`: the kernel's own ceiling on inotify watches per user.
+    public static let maxWatchLimit: UInt64 = 1 << 20
 
     /// The settings already given, by name, with the item that gave them: a setting given again
     /// must have the same value (see `OptionTable.assign`).

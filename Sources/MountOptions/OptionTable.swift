@@ -124,6 +124,18 @@ enum OptionTable {
             }
             try cmd.assign(\.timeout, t, setting: "timeout", written: use.item.text)
         }
+        add(["watch"], .value) { (cmd, use) throws(UsageError) in
+            guard let mode = LowerWatchMode.allCases.first(where: { use.is($0.rawValue) }) else {
+                throw use.refuse("must be off, auto, fanotify or inotify")
+            }
+            try cmd.assign(\.watch, mode, setting: "watch", written: use.item.text)
+        }
+        add(["watch_limit"], .value) { (cmd, use) throws(UsageError) in
+            guard let n = Numbers.decimal(use.value, max: MountCommand.maxWatchLimit) else {
+                throw use.refuse("must be a number of directories from 0 to \(MountCommand.maxWatchLimit)")
+            }
+            try cmd.assign(\.watchLimit, Int(n), setting: "watch_limit", written: use.item.text)
+        }
         add(["volatile"], .flag) { (cmd, use) throws(UsageError) in
             try cmd.assign(\.skipSync, true, setting: "fsync", written: use.item.text)
         }

@@ -7,6 +7,9 @@ public enum UnionEvent: Sendable {
     case whiteout(path: [UInt8], format: String)
     /// `path` marked opaque with `xattr`.
     case opaque(path: [UInt8], xattr: String)
+    /// A lower layer reported an edit made behind the mount at `path`: its `change` is
+    /// "names" (created, removed, renamed) or "attributes" (content, size, mode, ...).
+    case lowerEdit(path: [UInt8], layer: String, change: String)
 }
 
 public protocol EventSink: Sendable {

@@ -260,4 +260,11 @@ public final class NodeTable: Sendable {
     }
 
     public func layers(of node: Node) -> [Int] { state.withLock { _ in node.layers } }
+
+    /// Every (directory, name, node) link of the tree, for dropping everything at once.
+    func links() -> [(parent: Node, name: Name, child: Node)] {
+        state.withLock { s in
+            s.byID.values.flatMap { p in p.children.map { (p, $0.key, $0.value) } }
+        }
+    }
 }

@@ -42,6 +42,7 @@ final class Resolver: Sendable {
     let layers: [Layer]
     let nodes: NodeTable
     let diagnostics: Diagnostics
+    let watch: LowerWatch?
     private let dirCache = DirectoryFDCache(limit: Resolver.directoryCacheLimit())
 
     /// Cached directory descriptors may use a quarter of the open-file limit, and at most
@@ -54,10 +55,11 @@ final class Resolver: Sendable {
         return Int(min(4096, max(8, soft / 4)))
     }
 
-    init(layers: [Layer], nodes: NodeTable, diagnostics: Diagnostics) {
+    init(layers: [Layer], nodes: NodeTable, diagnostics: Diagnostics, watch: LowerWatch? = nil) {
         self.layers = layers
         self.nodes = nodes
         self.diagnostics = diagnostics
+        self.watch = watch
     }
 
     // MARK: directory descriptors
@@ -80,6 +82,8 @@ final class Resolver: Sendable {
                 throw Errno.noEntry
             }
         }
+        // Watched before anything in it is read: an edit after this point is reported.
+        watch?.opened(node.id, layer, fd)
         if dirCache.put(node.id, layer, fd) { return try body(fd) }
         defer { Sys.close(fd) }
         return try body(fd)

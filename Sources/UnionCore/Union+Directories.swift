@@ -9,7 +9,8 @@ extension Union {
     public func opendir(_ id: UInt64) throws(Errno) -> MergedDirectory {
         let n = try node(id)
         guard n.isDirectory else { throw Errno.notDirectory }
-        return MergedDirectory(cacheable: true)
+        // A directory whose lower edits may go unreported is listed afresh on every open.
+        return MergedDirectory(cacheable: lowerEditsReported(id))
     }
 
     /// The merged listing of directory `id`, with "." and "..": what one pass of
@@ -19,9 +20,12 @@ extension Union {
         guard n.isDirectory else { throw Errno.notDirectory }
         let parentIno = nodes.locked { n.parent?.ino } ?? n.ino
         let stack = nodes.layers(of: n)
+        let epoch = lowerEditEpoch
         let listing = try resolver.listing(stack: stack) { (li: Int) throws(Errno) -> Int32? in try resolver.openForListing(n, in: li) }
         var free = listing.markerFreeLayers
         if let upper, format.whiteout == .ociFile { free &= ~(1 << UInt64(upper.index)) }
+        // A lower edit during the listing may have added a marker it did not see.
+        if lowerEditEpoch != epoch { free = 0 }
         nodes.locked { n.markerFree = free }
         let known: [Name: UInt64] = nodes.locked { n.children.mapValues(\.ino) }
         var entries: [DirectoryEntry] = [

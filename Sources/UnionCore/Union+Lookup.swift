@@ -12,14 +12,40 @@ extension Union {
         // apart, as it does in the kernel's overlay without the index feature.
         let key = r.type != S_IFDIR && r.stat.st_nlink > 1 && layers[r.layers[0]].isUpper
             ? InodeKey(device: UInt64(r.stat.st_dev), inode: UInt64(r.stat.st_ino)) : nil
+        if let known = nodes.child(parent, name), known.type == r.type, replacedInLower(known, r) {
+            nodes.locked { if parent.children[name] === known { NodeTable.unlockedUnlink(parent, name) } }
+        }
         let n = nodes.remember(parent: parent, name: name, type: r.type, layers: r.layers, key: key) { presenter.reportedIno(r) }
+        if r.type == S_IFDIR, let watch, watch.registersAtLookup { watchLookedUp(watch, n, parent, name, r.layers) }
         return (n, present(n, r.stat))
+    }
+
+    /// fanotify names a directory's own changes by its handle: register each lower copy
+    /// of a directory the kernel now holds, from the parent directories just consulted.
+    private func watchLookedUp(_ watch: LowerWatch, _ n: Node, _ parent: Node, _ name: Name, _ chain: [Int]) {
+        for li in watch.unregistered(n.id, chain) {
+            try? resolver.withDirectory(parent, in: li) { (pfd: Int32) throws(Errno) in
+                watch.lookedUp(n.id, li, name: name, parentFD: pfd)
+            }
+        }
+    }
+
+    /// Whether a lower layer now holds another object than the one `node` was built on
+    /// (a directory moved away and made anew, a file replaced by a rename), which no
+    /// watch reported: the node's descriptors and inode number belong to the old one, so
+    /// the name gets a new node. A copy-up changes a file's top inode but not its node.
+    private func replacedInLower(_ node: Node, _ r: Resolution) -> Bool {
+        let top = nodes.layers(of: node)[0]
+        if !node.isDirectory && (layers[top].isUpper || layers[r.layers[0]].isUpper) { return false }
+        return presenter.reportedIno(r) != node.ino
     }
 
     /// `lookup` for readdirplus: a name the kernel already holds is answered from its
     /// node with one stat of the top copy instead of a walk through every layer.
     public func lookupListed(_ parentID: UInt64, _ entry: DirectoryEntry) throws(Errno) -> (Node, stat) {
-        if let parent = nodes.node(parentID), let n = nodes.child(parent, entry.name), mode_t(entry.type) << 12 == n.type {
+        // (Not where lower edits may go unreported: only a lookup notices a replaced object.)
+        if let parent = nodes.node(parentID), let n = nodes.child(parent, entry.name), mode_t(entry.type) << 12 == n.type,
+           lowerEditsReported(parentID) {
             // Only a vanished name falls back to a full lookup; any other error is the answer.
             if let st = try ifPresent({ () throws(Errno) -> stat in try topStat(n) }), nodes.retain(n) {
                 return (n, present(n, st))

@@ -23,6 +23,8 @@ public final class Union: Sendable {
     let events: EventSink
     let diagnostics: Diagnostics
     let userNamespace: UserNamespace
+    /// Edits made to the lower layers behind the mount; nil with `watch=off`.
+    public let watch: LowerWatch?
 
     public init(config: UnionConfig, events: EventSink = NullEventSink(),
                 diagnostics: Diagnostics = NullDiagnostics()) throws(Errno) {
@@ -79,7 +81,10 @@ public final class Union: Sendable {
             if try Markers.isOpaque(directory: layer.rootFD) { break }
         }
         nodes = NodeTable(rootLayers: rootLayers, rootIno: stack[0].rootIno)
-        resolver = Resolver(layers: stack, nodes: nodes, diagnostics: diagnostics)
+        let watch = config.watch == .off ? nil
+            : try LowerWatch(mode: config.watch, limit: config.watchLimit, layers: stack, diagnostics: diagnostics)
+        self.watch = watch
+        resolver = Resolver(layers: stack, nodes: nodes, diagnostics: diagnostics, watch: watch)
     }
 
     public var isReadOnly: Bool { markers == nil }
@@ -98,6 +103,11 @@ public final class Union: Sendable {
         }
         let st = try Sys.fstat(upper.rootFD)
         try upper.writeOwnerXattr(.fd(upper.rootFD), value ?? OwnerXattr.Value(uid: st.st_uid, gid: st.st_gid, mode: st.st_mode))
+    }
+
+    /// Starts watching the lower layers for edits (before mounting); nil with `watch=off`.
+    public func startWatching() throws(LowerWatch.StartError) -> LowerWatch.Mechanism? {
+        try watch?.start(root: nodes.root)
     }
 
     /// Closes every descriptor the union holds into its layers except the layer roots
@@ -119,7 +129,10 @@ public final class Union: Sendable {
     /// longer holds.
     public func forget(_ id: UInt64, _ count: UInt64) {
         nodes.forget(id, count)
-        if nodes.node(id) == nil { resolver.forget(id) }
+        if nodes.node(id) == nil {
+            resolver.forget(id)
+            watch?.forget(id)
+        }
     }
 
     /// The attributes of `node` as shown, from the stat of its top copy.

@@ -31,6 +31,11 @@ public struct UnionConfig: Sendable {
         /// In `user.containers.override_stat` (or an older fuse-overlayfs's user name).
         case user = 2
     }
+    /// How edits made to the lower layers while mounted are noticed (`watch=`); `off` for
+    /// unions that are not mounted (inspect, unit tests) unless asked.
+    public var watch: LowerWatchMode = .off
+    /// inotify's budget of watched directories (`watch_limit=`); nil: the default.
+    public var watchLimit: Int?
 
     public init(lowerDirs: [[UInt8]], upperDir: [UInt8]? = nil, workDir: [UInt8]? = nil) {
         self.lowerDirs = lowerDirs

@@ -47,6 +47,9 @@ enum Help {
                          force_mask)
       timeout=SECONDS    kernel entry/attribute cache time, 0 to 1000000000
                          (default 3600)
+      watch=off|auto|fanotify|inotify   show edits made to the lower layers while mounted
+                         (default auto: fanotify as root, else inotify); watch_limit=N inotify
+                         directories at most (then short timeouts)
       log=syslog|stderr|FILE   where the daemon reports its own errors
                          (default: stderr in the foreground, syslog once in
                          the background)

@@ -27,8 +27,14 @@ enum Inspect {
                 throw UsageError(message: Daemon.describe(error, Mounter.config(cmd)))
             }
             let path = Bytes.components(cmd.mountpoint!).filter { $0 != .dot }
+            // Which watch a mount with these options would use, found the way a mount finds it.
+            let watch: String
+            do { watch = Daemon.describeWatch(try union.startWatching(), timeout: cmd.timeout) } catch {
+                watch = "\(error.message) (a mount with these options would refuse to start)"
+            }
             print(try report(union, path))
             if tree { print(try treeReport(union, path)) }
+            print("watch: \(watch)")
             return 0
         } catch let e as UsageError {
             fail(e.message)

@@ -15,6 +15,8 @@ enum Mounter {
         config.noXattrs = cmd.noXattrs
         config.staticNlink = cmd.staticNlink
         config.xattrPermissions = cmd.xattrPermissions
+        config.watch = cmd.watch
+        config.watchLimit = cmd.watchLimit
         if cmd.whiteout != nil || cmd.xattrNamespace != nil {
             let ns = cmd.xattrNamespace.flatMap { MarkerFormat.Namespace(rawValue: $0.rawValue) } ?? (geteuid() == 0 ? .trusted : .user)
             config.markerFormat = MarkerFormat(whiteout: cmd.whiteout ?? .device, xattrNamespace: ns)

@@ -13,6 +13,7 @@ final class EveryOptionTests: XCTestCase {
         case log             // syslog | stderr | FILE
         case seconds
         case id              // 0 ... 4294967294
+        case count           // 0 ... a maximum (watch_limit)
         case bit             // 0 | 1
         case words([String]) // one of these
         case idMap
@@ -25,6 +26,7 @@ final class EveryOptionTests: XCTestCase {
         ("lowerdir", .pathList), ("upperdir", .path), ("workdir", .path),
         ("trace", .flagOrPath), ("trace_format", .words(["text", "json"])), ("trace_ops", .operations),
         ("trace_path", .path), ("stats", .path), ("log", .log), ("timeout", .seconds),
+        ("watch", .words(["off", "auto", "fanotify", "inotify"])), ("watch_limit", .count),
         ("volatile", .flag), ("fsync", .bit), ("whiteout", .words(["device", "oci"])),
         ("xattr_namespace", .words(["trusted", "user"])), ("userxattr", .flag),
         ("uidmapping", .idMap), ("gidmapping", .idMap), ("squash_to_root", .flag),
@@ -45,7 +47,7 @@ final class EveryOptionTests: XCTestCase {
         case .pathList: return ("/a:/b", "/b:/a")
         case .flagOrPath, .log: return ("/a", "/b")
         case .seconds: return ("10", "2.5")
-        case .id: return ("1000", "0")
+        case .id, .count: return ("1000", "0")
         case .bit: return ("0", "1")
         case .words(let w): return (w[0], w.count > 1 ? w[1] : nil)
         case .idMap: return ("0:100000:65536", "0:200000:65536")
@@ -148,7 +150,7 @@ final class EveryOptionTests: XCTestCase {
     func testNonNumericValues() throws {
         for (key, kind) in Self.options {
             switch kind {
-            case .seconds, .id, .bit, .idMap:
+            case .seconds, .id, .count, .bit, .idMap:
                 for v in ["abc", " 1", "1 ", "+1", "0x10", "1e3", "inf", "nan", "１", "1_0", "٣"] {
                     refusal({ try parse(key, "\(key)=\(v)") }, key)
                 }

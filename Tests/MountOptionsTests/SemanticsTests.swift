@@ -60,6 +60,22 @@ final class SemanticsTests: XCTestCase {
         }
     }
 
+    func testWatch() throws {
+        XCTAssertEqual(try mountWith("").watch, .auto)
+        XCTAssertNil(try mountWith("").watchLimit)
+        for mode in LowerWatchMode.allCases {
+            XCTAssertEqual(try mountWith("watch=\(mode.rawValue)").watch, mode)
+        }
+        XCTAssertEqual(try mountWith("watch_limit=0").watchLimit, 0)
+        XCTAssertEqual(try mountWith("watch_limit=1048576").watchLimit, 1 << 20)
+        XCTAssertEqual(try mountWith("watch=inotify,watch_limit=16").watchLimit, 16)
+        refusedOption("watch_limit=1048577", "0 to 1048576")
+        refusedOption("watch=on", "off, auto, fanotify or inotify")
+        refusedOption("watch=Auto", "off, auto, fanotify or inotify")
+        refusedOption("watch=off,watch=auto", "conflicts")
+        XCTAssertNoThrow(try mountWith("watch=off,watch=off"))
+    }
+
     func testOwnersAndXattrs() throws {
         XCTAssertTrue(try mountWith("squash_to_root").squashToRoot)
         XCTAssertEqual(try mountWith("squash_to_uid=0").squashToUID, 0)
