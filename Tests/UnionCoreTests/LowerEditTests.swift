@@ -15,6 +15,8 @@ import Testing
                                  upperDir: upper ? s.path(b("u")) : nil, workDir: upper ? s.path(b("w")) : nil)
         config.watch = mode
         config.watchLimit = limit
+        // The test makes the edits itself: the daemon's rule of ignoring its own events is off.
+        FanotifyBackend.skipsOwnEvents.store(false, ordering: .relaxed)
         let u = try Union(config: config)
         _ = try u.startWatching()
         return u
