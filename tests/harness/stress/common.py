@@ -203,9 +203,10 @@ def compare_ops(kres, sres):
     return out
 
 
-def differential(base, build, ops, remount_view=True):
+def differential(base, build, ops, remount_view=True, suf_extra=()):
     """Build identical layers for the kernel ('k') and swiftunionfs ('s'), same path
-    lengths; run ops(mnt, side_dir) in a child on each.  out['k'] = (results, view);
+    lengths; run ops(mnt, side_dir) in a child on each (swiftunionfs with the extra
+    options suf_extra).  out['k'] = (results, view);
     out['s'] = (results, view, remounted view, alive, unmount problems, (lowers, upper))."""
     out = {}
     for side in ("k", "s"):
@@ -220,7 +221,7 @@ def differential(base, build, ops, remount_view=True):
                 view = in_child(tree, mnt, True, timeout=60)
             out["k"] = (res, view)
         else:
-            s = Suf(lowers, upper, work, mnt).start()
+            s = Suf(lowers, upper, work, mnt, suf_extra).start()
             try:
                 try:
                     res = in_child(ops, mnt, sb, timeout=120)
