@@ -77,9 +77,11 @@ def oci_layout(path, layers, ref="localhost/test:latest"):
 
 
 def suf(*args, check=True):
-    r = subprocess.run([SUF_BIN, *map(str, args)], capture_output=True, timeout=120)
+    # bytes arguments go to the command as they are (paths that are not UTF-8)
+    r = subprocess.run([SUF_BIN, *(a if isinstance(a, bytes) else str(a) for a in args)],
+                       capture_output=True, timeout=120)
     if check and r.returncode != 0:
-        pytest.fail(f"swiftunionfs {' '.join(map(str, args))} -> {r.returncode}\n{r.stderr.decode(errors='replace')}")
+        pytest.fail(f"swiftunionfs {' '.join(map(repr, args))} -> {r.returncode}\n{r.stderr.decode(errors='replace')}")
     return r
 
 
@@ -307,3 +309,27 @@ def test_hostile_image_archive_is_refused(tmp_path):
     assert "contains '..'" in r.stderr.decode()
     assert not (tmp_path / "escaped").exists() and not (store / "escaped").exists()
     assert list((store / "tmp").iterdir()) == []
+
+
+def test_image_tools_take_paths_as_bytes(image, tmp_path):
+    """A store, an upper and an output whose paths hold a byte that is not UTF-8 (and an
+    escaped colon) reach diff, commit and image= exactly; diff's text output is the names'
+    bytes, its JSON the lossless escape (docs/tracing.md)."""
+    base = os.fsencode(tmp_path) + b"/d\xe9j\xe0:x"
+    store, upper, work, mnt = (base + s for s in (b"/store", b"/upper", b"/work", b"/mnt"))
+    for d in (upper, work, mnt):
+        os.makedirs(d)
+    suf("image", "import", image["src"], "--store", store)
+    esc = lambda p: p.replace(b"\\", b"\\\\").replace(b":", b"\\:").replace(b",", b"\\,")
+    opts = b"image=localhost/test:latest,store=" + esc(store) + b",upperdir=" + esc(upper)
+    with Mounted(opts + b",workdir=" + esc(work), os.fsdecode(mnt)):
+        with open(mnt + b"/bin/caf\xe9", "w") as f:
+            f.write("latin-1 name")
+    lines = suf("diff", "-o", opts).stdout.splitlines()
+    assert b"A /bin/caf\xe9" in lines, lines
+    doc = json.loads(suf("diff", "-o", opts, "--format", "json").stdout)
+    assert "/bin/caf\\xe9" in doc["added"], doc
+    out = base + b"/layer.tar"
+    suf("commit", "-o", b"upperdir=" + esc(upper), "-O", out)
+    with tarfile.open(os.fsdecode(out)) as t:
+        assert "bin/caf\udce9" in t.getnames() or "./bin/caf\udce9" in t.getnames(), t.getnames()

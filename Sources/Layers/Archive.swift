@@ -257,6 +257,9 @@ public final class TarWriter {
         tar = archive_write_new()
         archive_write_set_format_pax(tar)
         archive_write_set_format_option(tar, "pax", "xattrheader", "SCHILY")
+        // Names are bytes: written as they are (pax hdrcharset=BINARY), never converted to
+        // UTF-8 — a Latin-1 name would otherwise fail the commit.
+        archive_write_set_format_option(tar, "pax", "hdrcharset", "BINARY")
         archive_write_add_filter_none(tar)
         archive_write_set_bytes_per_block(tar, 10240)
         archive_write_set_bytes_in_last_block(tar, 1)

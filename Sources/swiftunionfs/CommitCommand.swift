@@ -13,7 +13,7 @@ enum CommitCommand {
     /// The upper, opened and locked: a mounted union holds the lock, and committing an upper
     /// that is being written would record a torn state. A daemon still exiting after its
     /// unmount gets 2 s to let go, as a remount does.
-    static func openUpper(_ path: String) throws -> Int32 {
+    static func openUpper(_ path: [UInt8]) throws -> Int32 {
         let fd = try DiffCommand.openDir(path, role: "upperdir")
         var tries = 0
         while flock(fd, LOCK_SH | LOCK_NB) != 0 && tries < 40 {
@@ -22,32 +22,32 @@ enum CommitCommand {
         }
         if tries == 40 {
             FS.close(fd)
-            throw UsageError(message: "upperdir \(path) is in use by a mount; unmount it before committing")
+            throw UsageError(message: "upperdir \(Bytes.display(path)) is in use by a mount; unmount it before committing")
         }
         return fd
     }
 
-    static func compression(_ out: String) throws -> TarWriter.Compression {
-        if out.hasSuffix(".tar") { return .none }
-        if out.hasSuffix(".tar.gz") || out.hasSuffix(".tgz") { return .gzip }
-        if out.hasSuffix(".tar.zst") || out.hasSuffix(".tar.zstd") { return .zstd }
-        throw UsageError(message: "-O \(out): the name must end in .tar, .tar.gz or .tar.zst (it chooses the compression)")
+    static func compression(_ out: [UInt8]) throws -> TarWriter.Compression {
+        func ends(_ s: String) -> Bool { out.count >= s.utf8.count && out.suffix(s.utf8.count).elementsEqual(s.utf8) }
+        if ends(".tar") { return .none }
+        if ends(".tar.gz") || ends(".tgz") { return .gzip }
+        if ends(".tar.zst") || ends(".tar.zstd") { return .zstd }
+        throw UsageError(message: "-O \(Bytes.display(out)): the name must end in .tar, .tar.gz or .tar.zst (it chooses the compression)")
     }
 
-    static func main(_ args: [String]) -> Int32 {
-        var lists: [String] = [], output: String?
+    static func main(_ args: [[UInt8]]) -> Int32 {
+        var lists: [[UInt8]] = [], output: [UInt8]?
         do {
             var i = 0
             while i < args.count {
-                let a = args[i]
-                switch a {
-                case "-o", "-O":
+                if let l = try DiffCommand.optionList(args, &i) {
+                    lists.append(l)
+                } else if args[i].elementsEqual("-O".utf8) {
                     i += 1
-                    guard i < args.count, !args[i].isEmpty else { throw UsageError(message: "\(a) needs a value") }
-                    if a == "-o" { lists.append(args[i]) } else { output = args[i] }
-                default:
-                    if a.hasPrefix("-o") && a.count > 2 { lists.append(String(a.dropFirst(2))) }
-                    else { throw UsageError(message: "commit: unexpected argument \(a) (\(usage))") }
+                    guard i < args.count, !args[i].isEmpty else { throw UsageError(message: "-O needs a value") }
+                    output = args[i]
+                } else {
+                    throw UsageError(message: "commit: unexpected argument \(Bytes.display(args[i])) (\(usage))")
                 }
                 i += 1
             }
@@ -57,20 +57,22 @@ enum CommitCommand {
             let ufd = try openUpper(upper)
             defer { FS.close(ufd) }
             // Written beside the target and renamed over it: no half-written layer under its name.
-            let tmp = output + ".tmp.\(getpid())"
+            let tmp = output + Array(".tmp.\(getpid())".utf8)
             let fd: Int32
-            do { fd = try FS.openPath(Array(tmp.utf8), O_WRONLY | O_CREAT | O_EXCL, mode: 0o644) } catch {
-                throw UsageError(message: "-O \(output): \(error)")
+            do { fd = try FS.openPath(tmp, O_WRONLY | O_CREAT | O_EXCL, mode: 0o644) } catch {
+                throw UsageError(message: "-O \(Bytes.display(output)): \(error)")
             }
             let r: LayerWriter.Result
             do {
+                defer { FS.close(fd) }
                 r = try LayerWriter.write(upper: ufd, to: fd, compression: comp)
                 try FS.fsync(fd)
-                FS.close(fd)
-                guard rename(tmp, output) == 0 else { throw Errno(errno) }
             } catch {
-                FS.close(fd)
-                unlink(tmp)
+                try? Sys.unlinkPath(tmp)
+                throw error
+            }
+            do { try Sys.renamePath(tmp, output) } catch {
+                try? Sys.unlinkPath(tmp)
                 throw error
             }
             print("diff ID: \(r.diffID)")

@@ -10,40 +10,46 @@ import UnionCore
 enum DiffCommand {
     static let usage = "usage: swiftunionfs diff -o lowerdir=TOP:...:BOTTOM,upperdir=DIR [--format json]   (or -o image=NAME,upperdir=DIR)"
 
-    /// The union's directories from the -o lists of a diff or commit command line.
-    static func unionDirs(_ lists: [String], needLowers: Bool) throws -> (lowers: [String], upper: String) {
+    /// The union's directories from the -o lists of a diff or commit command line, as bytes.
+    static func unionDirs(_ lists: [[UInt8]], needLowers: Bool) throws -> (lowers: [[UInt8]], upper: [UInt8]) {
         var cmd = MountCommand()
-        for l in lists { try cmd.apply(optionList: Array(l.utf8)) }
+        for l in lists { try cmd.apply(optionList: l) }
         guard let upper = cmd.upperDir else { throw UsageError(message: "upperdir= is required") }
         if needLowers && cmd.lowerDirs.isEmpty { throw UsageError(message: "lowerdir= (or image=) is required") }
-        func text(_ b: [UInt8]) -> String { String(decoding: b, as: UTF8.self) }
-        return (cmd.lowerDirs.map(text), text(upper))
+        return (cmd.lowerDirs, upper)
     }
 
-    static func openDir(_ path: String, role: String) throws -> Int32 {
-        do { return try FS.openPath(Array(path.utf8), O_RDONLY | O_DIRECTORY) } catch {
-            throw UsageError(message: "\(role) \(path): \(error)")
+    static func openDir(_ path: [UInt8], role: String) throws -> Int32 {
+        do { return try FS.openPath(path, O_RDONLY | O_DIRECTORY) } catch {
+            throw UsageError(message: "\(role) \(Bytes.display(path)): \(error)")
         }
     }
 
-    static func main(_ args: [String]) -> Int32 {
-        var lists: [String] = [], json = false
+    /// `-o LIST` / `-oLIST` words of a command line, or nil for any other word.
+    static func optionList(_ args: [[UInt8]], _ i: inout Int) throws -> [UInt8]? {
+        let a = args[i], dashO = Array("-o".utf8)
+        if a == dashO {
+            i += 1
+            guard i < args.count else { throw UsageError(message: "-o needs a list of options") }
+            return args[i]
+        }
+        return a.starts(with: dashO) && a.count > 2 ? Array(a.dropFirst(2)) : nil
+    }
+
+    static func main(_ args: [[UInt8]]) -> Int32 {
+        var lists: [[UInt8]] = [], json = false
         do {
             var i = 0
             while i < args.count {
-                let a = args[i]
-                switch a {
-                case "-o":
+                if let l = try optionList(args, &i) {
+                    lists.append(l)
+                } else if args[i].elementsEqual("--format".utf8) {
                     i += 1
-                    guard i < args.count else { throw UsageError(message: "-o needs a list of options") }
-                    lists.append(args[i])
-                case "--format":
-                    i += 1
-                    guard i < args.count, ["json", "text"].contains(args[i]) else { throw UsageError(message: "--format must be json or text") }
-                    json = args[i] == "json"
-                default:
-                    if a.hasPrefix("-o") && a.count > 2 { lists.append(String(a.dropFirst(2))) }
-                    else { throw UsageError(message: "diff: unexpected argument \(a) (\(usage))") }
+                    let v = i < args.count ? String(decoding: args[i], as: UTF8.self) : ""
+                    guard v == "json" || v == "text" else { throw UsageError(message: "--format must be json or text") }
+                    json = v == "json"
+                } else {
+                    throw UsageError(message: "diff: unexpected argument \(Bytes.display(args[i])) (\(usage))")
                 }
                 i += 1
             }
@@ -86,10 +92,10 @@ enum DiffCommand {
     }
 
     /// podman's JSON: {"changed": [...], "added": [...], "deleted": [...]}, empty lists left out.
-    /// JSON holds text: a name that is not UTF-8 shows with U+FFFD, as podman (Go) shows it;
-    /// the text format is byte-exact.
+    /// JSON holds text: paths are written with the project's lossless escaping
+    /// (`Bytes.display`, docs/tracing.md), never repaired; the text format is byte-exact.
     static func printJSON(_ changes: [Changes.Change]) {
-        func list(_ k: Changes.Kind) -> [String] { changes.filter { $0.kind == k }.map { String(decoding: $0.path, as: UTF8.self) } }
+        func list(_ k: Changes.Kind) -> [String] { changes.filter { $0.kind == k }.map { Bytes.display($0.path) } }
         var doc: [String: [String]] = [:]
         for (key, kind) in [("changed", Changes.Kind.changed), ("added", .added), ("deleted", .deleted)] where !list(kind).isEmpty {
             doc[key] = list(kind)

@@ -8,43 +8,51 @@ import UnionCore
 /// `swiftunionfs image import|ls|inspect|commit`: the image store (docs/images.md).
 /// The line's shape and --help are ArgumentParser's (Commands.swift); the values are read here.
 enum ImageCommand {
+    /// Paths (SOURCE, --store, the -o lists) stay bytes; an image NAME is a reference
+    /// (repository:tag), text by definition.
     struct Args {
-        var positional: [String] = []
+        var positional: [[UInt8]] = []
         var name: String?
-        var store: String?
+        var store: [UInt8]?
         var format = "text"
-        var options: [String] = []
+        var options: [[UInt8]] = []
+        /// The one positional argument as an image reference.
+        var reference: String { String(decoding: positional[0], as: UTF8.self) }
     }
 
-    static func parse(_ args: [String]) throws -> Args {
+    static func parse(_ args: [[UInt8]]) throws -> Args {
         var a = Args()
         var i = 0
-        func value(_ flag: String) throws -> String {
+        func value(_ flag: String) throws -> [UInt8] {
             i += 1
             guard i < args.count, !args[i].isEmpty else { throw LayersError(.badInput, "\(flag) needs a value") }
             return args[i]
         }
+        func text(_ w: [UInt8]) -> String { String(decoding: w, as: UTF8.self) }
         while i < args.count {
             let w = args[i]
-            switch w {
-            case "--name": a.name = try value(w)
-            case "--store": a.store = try value(w)
-            case "--format":
-                a.format = try value(w)
+            if let l = try DiffCommand.optionList(args, &i) {
+                a.options.append(l)
+            } else if w.elementsEqual("--name".utf8) {
+                a.name = text(try value("--name"))
+            } else if w.elementsEqual("--store".utf8) {
+                a.store = try value("--store")
+            } else if w.elementsEqual("--format".utf8) {
+                a.format = text(try value("--format"))
                 guard a.format == "json" || a.format == "text" else { throw LayersError(.badInput, "--format must be json or text") }
-            case "-o": a.options.append(try value(w))
-            default:
-                if w.hasPrefix("-o") && w.count > 2 { a.options.append(String(w.dropFirst(2))) }
-                else if w.hasPrefix("-") { throw LayersError(.badInput, "image: unknown flag \(w) (see image --help)") }
-                else { a.positional.append(w) }
+            } else if w.first == UInt8(ascii: "-") {
+                throw LayersError(.badInput, "image: unknown flag \(Bytes.display(w)) (see image --help)")
+            } else {
+                a.positional.append(w)
             }
             i += 1
         }
         return a
     }
 
-    static func main(_ argv: [String]) -> Int32 {
-        guard let sub = argv.first else { fail("image needs a subcommand: import, ls, inspect or commit"); return 2 }
+    static func main(_ argv: [[UInt8]]) -> Int32 {
+        guard let first = argv.first else { fail("image needs a subcommand: import, ls, inspect or commit"); return 2 }
+        let sub = String(decoding: first, as: UTF8.self)
         do {
             let args = try parse(Array(argv.dropFirst()))
             switch sub {
@@ -52,7 +60,7 @@ enum ImageCommand {
             case "ls", "list": return try list(args)
             case "inspect": return try inspect(args)
             case "commit": return try commit(args)
-            default: throw LayersError(.badInput, "unknown image subcommand \(sub) (import, ls, inspect, commit)")
+            default: throw LayersError(.badInput, "unknown image subcommand \(Bytes.display(first)) (import, ls, inspect, commit)")
             }
         } catch let e as LayersError {
             fail(e.message)
@@ -67,7 +75,7 @@ enum ImageCommand {
     }
 
     static func store(_ a: Args, create: Bool) throws -> LayerStore {
-        try LayerStore(path: a.store.map { Array($0.utf8) } ?? LayerStore.defaultPath(), create: create)
+        try LayerStore(path: a.store ?? LayerStore.defaultPath(), create: create)
     }
 
     static func mb(_ n: Int64) -> String {
@@ -82,7 +90,7 @@ enum ImageCommand {
         let s = try store(a, create: true)
         var t0 = timespec(), t1 = timespec()
         clock_gettime(CLOCK_MONOTONIC, &t0)
-        let r = try Importer(store: s).run(source: Array(a.positional[0].utf8), name: a.name)
+        let r = try Importer(store: s).run(source: a.positional[0], name: a.name)
         clock_gettime(CLOCK_MONOTONIC, &t1)
         let secs = Double(t1.tv_sec - t0.tv_sec) + Double(t1.tv_nsec - t0.tv_nsec) / 1e9
         let fresh = r.layers.filter { !$0.reused }.count
@@ -101,8 +109,6 @@ enum ImageCommand {
     }
 
     // MARK: ls and inspect
-
-    static func text(_ b: [UInt8]) -> String { String(decoding: b, as: UTF8.self) }
 
     static func list(_ a: Args) throws -> Int32 {
         guard a.positional.isEmpty else { throw LayersError(.badInput, "image ls takes no arguments") }
@@ -137,13 +143,14 @@ enum ImageCommand {
     static func inspect(_ a: Args) throws -> Int32 {
         guard a.positional.count == 1 else { throw LayersError(.badInput, "image inspect needs one NAME") }
         let s = try store(a, create: false)
-        let img = try s.image(try s.resolve(a.positional[0]))
-        let lowers = s.lowerDirs(img).map { ImageOption.escape(text($0)) }.joined(separator: ":")
+        let img = try s.image(try s.resolve(a.reference))
+        // The lowerdir= value to mount with, shown with the lossless escaping (docs/tracing.md).
+        let lowers = Bytes.display(Array(s.lowerDirs(img).map(OptionWords.escapeLayer).joined(separator: [UInt8(ascii: ":")])))
         let chains = img.layers.map(\.chainID.description)
         if a.format == "json" {
             let layers: [[String: Any]] = img.layers.map { r in
                 var d: [String: Any] = ["DiffID": r.diffID.description, "ChainID": r.chainID.description, "Size": r.size,
-                                        "CacheID": r.cacheID, "Dir": text(s.layerPath(r))]
+                                        "CacheID": r.cacheID, "Dir": Bytes.display(s.layerPath(r))]
                 if let p = r.parent { d["Parent"] = p.description }
                 return d
             }
@@ -170,7 +177,7 @@ enum ImageCommand {
             print("  \(r.chainID) <- \(r.parent?.description ?? "(none)")")
             print("      diff \(r.diffID)  size \(r.size)  cache-id \(r.cacheID)")
         }
-        print("GraphDriver.Data.LowerDir (top first; mount with -o image=\(a.positional[0])):")
+        print("GraphDriver.Data.LowerDir (top first; mount with -o image=\(a.reference)):")
         print("  \(lowers)")
         return 0
     }
@@ -180,14 +187,14 @@ enum ImageCommand {
     static func commit(_ a: Args) throws -> Int32 {
         guard let name = a.name, !name.isEmpty else { throw LayersError(.badInput, "image commit needs --name NAME") }
         guard a.positional.isEmpty else { throw LayersError(.badInput, "image commit takes no arguments besides its flags") }
-        var baseName: String?, storePath = a.store, upper: String?
+        var baseName: String?, storePath = a.store, upper: [UInt8]?
         for list in a.options {
-            for item in ImageOption.split(list) {
-                if item.hasPrefix("image=") { baseName = String(item.dropFirst(6)) }
-                else if item.hasPrefix("store=") { storePath = String(item.dropFirst(6)) }
-                else if item.hasPrefix("upperdir=") { upper = String(item.dropFirst(9)) }
-                else if item.hasPrefix("workdir=") { continue }
-                else { throw LayersError(.badInput, "image commit: option \(item) is not image=, store= or upperdir=") }
+            for item in try OptionWords.items(list) {
+                if let v = OptionWords.value(of: "image", in: item) { baseName = String(decoding: OptionWords.unescape(v), as: UTF8.self) }
+                else if let v = OptionWords.value(of: "store", in: item) { storePath = OptionWords.unescape(v) }
+                else if let v = OptionWords.value(of: "upperdir", in: item) { upper = OptionWords.unescape(v) }
+                else if OptionWords.value(of: "workdir", in: item) != nil { continue }
+                else { throw LayersError(.badInput, "image commit: option \(Bytes.display(item)) is not image=, store= or upperdir=") }
             }
         }
         guard let upper, !upper.isEmpty else { throw LayersError(.badInput, "image commit needs -o upperdir=DIR") }

@@ -9,24 +9,19 @@ import MountOptions
 /// store, top first, each path escaped for the lowerdir syntax. A `lowerdir=` given as
 /// well stays on top of the image's layers.
 enum ImageOption {
+    typealias Word = [UInt8]
+    static func b(_ s: String) -> Word { Array(s.utf8) }
+
     /// `run`'s flags that take a value: their values are not options, and the command starts
     /// at the first word that is neither.
-    static let runValued: Set<String> = ["--hostname", "--bind", "--workdir", "-w", "--env", "-e", "-o"]
+    static let runValued: [Word] = ["--hostname", "--bind", "--workdir", "-w", "--env", "-e", "-o"].map(b)
 
-    /// Only a command line that names an image goes through the (text) pre-pass: every
-    /// other keeps its exact bytes.
-    static func expandOrExit(_ raw: [[UInt8]]) -> [[UInt8]] {
-        func mentions(_ a: [UInt8], _ word: String) -> Bool {
-            let w = Array(word.utf8)
-            return a.count >= w.count && (0...(a.count - w.count)).contains { a[$0..<($0 + w.count)].elementsEqual(w) }
-        }
-        guard raw.contains(where: { mentions($0, "image=") || mentions($0, "--image") }) else { return raw }
-        return expandOrExit(raw.map { String(decoding: $0, as: UTF8.self) }).map { Array($0.utf8) }
-    }
-
-    static func expandOrExit(_ argv: [String]) -> [String] {
-        if argv.first == "image" { return argv }  // the image subcommands read image= themselves
+    static func expandOrExit(_ argv: [Word]) -> [Word] {
+        if argv.first == b("image") { return argv }  // the image subcommands read image= themselves
         do { return try expand(argv) } catch let e as LayersError {
+            fail(e.message)
+            exit(2)
+        } catch let e as UsageError {
             fail(e.message)
             exit(2)
         } catch {
@@ -35,108 +30,86 @@ enum ImageOption {
         }
     }
 
-    static func expand(_ argv: [String]) throws -> [String] {
+    /// The command line with `image=`/`store=`/`--image` replaced by the image's layers, byte
+    /// for byte as given otherwise (a path in any other argument is never decoded).
+    static func expand(_ argv: [Word]) throws -> [Word] {
         var args = argv
-        let isRun = argv.first == "run"
-        var image: String?
-        var store: String?
+        let isRun = argv.first == b("run")
+        var image: Word?
+        var store: Word?
         var lists: [(index: Int, attached: Bool)] = []   // -o values, and "-oLIST" words
+        let dashO = b("-o"), imageFlag = b("--image"), imageEq = b("--image=")
         var i = 0
         while i < args.count {
             let a = args[i]
-            if a == "--" { break }
-            if a == "-o" && i + 1 < args.count {
+            if a == b("--") { break }
+            if a == dashO && i + 1 < args.count {
                 lists.append((i + 1, false))
                 i += 2
                 continue
             }
-            if a.hasPrefix("-o") && a.count > 2 { lists.append((i, true)); i += 1; continue }
+            if a.starts(with: dashO) && a.count > 2 { lists.append((i, true)); i += 1; continue }
             if isRun {
-                if a == "--image" || a.hasPrefix("--image=") {
-                    let v: String
-                    if a == "--image" {
+                if a == imageFlag || a.starts(with: imageEq) {
+                    let v: Word
+                    if a == imageFlag {
                         guard i + 1 < args.count else { throw LayersError(.badInput, "--image needs a name") }
                         v = args[i + 1]
                         args.removeSubrange(i...(i + 1))
                     } else {
-                        v = String(a.dropFirst("--image=".count))
+                        v = Array(a.dropFirst(imageEq.count))
                         args.remove(at: i)
                     }
                     try set(&image, v, "image")
                     continue
                 }
                 if runValued.contains(a) { i += 2; continue }
-                if !a.hasPrefix("-") && i > 0 { break }  // the command and its arguments
+                if a.first != UInt8(ascii: "-") && i > 0 { break }  // the command and its arguments
             }
             i += 1
         }
         // Take image= and store= out of every list.
         for (idx, isAttached) in lists {
-            let word = args[idx]
-            let text = isAttached ? String(word.dropFirst(2)) : word
-            var kept: [String] = []
-            for item in split(text) {
-                if item.hasPrefix("image=") { try set(&image, String(item.dropFirst(6)), "image") }
-                else if item.hasPrefix("store=") { try set(&store, String(item.dropFirst(6)), "store") }
+            let list = isAttached ? Array(args[idx].dropFirst(2)) : args[idx]
+            var kept: [Word] = []
+            for item in try OptionWords.items(list) {
+                if let v = OptionWords.value(of: "image", in: item) { try set(&image, OptionWords.unescape(v), "image") }
+                else if let v = OptionWords.value(of: "store", in: item) { try set(&store, OptionWords.unescape(v), "store") }
                 else { kept.append(item) }
             }
-            args[idx] = (isAttached ? "-o" : "") + kept.joined(separator: ",")
+            args[idx] = (isAttached ? dashO : []) + Array(kept.joined(separator: [UInt8(ascii: ",")]))
         }
         guard let image else {
             if store != nil { throw LayersError(.badInput, "store= needs image=NAME") }
-            return args
+            return argv  // nothing to expand: the line exactly as given
         }
         guard !image.isEmpty else { throw LayersError(.badInput, "image= needs a name") }
-        let s = try LayerStore(path: store.map { Array($0.utf8) } ?? LayerStore.defaultPath(), create: false)
-        let stored = try s.image(try s.resolve(image))
-        let layers = s.lowerDirs(stored).map { escape(String(decoding: $0, as: UTF8.self)) }.joined(separator: ":")
+        let s = try LayerStore(path: store ?? LayerStore.defaultPath(), create: false)
+        // An image name is a reference (repository:tag), text by definition.
+        let stored = try s.image(try s.resolve(String(decoding: image, as: UTF8.self)))
+        let layers = Array(s.lowerDirs(stored).map(OptionWords.escapeLayer).joined(separator: [UInt8(ascii: ":")]))
         // Onto an existing lowerdir= (which stays on top), else a list of its own.
         for (idx, isAttached) in lists {
-            let word = args[idx]
-            let text = isAttached ? String(word.dropFirst(2)) : word
-            var items = split(text)
-            if let k = items.firstIndex(where: { $0.hasPrefix("lowerdir=") }) {
-                items[k] += ":" + layers
-                args[idx] = (isAttached ? "-o" : "") + items.joined(separator: ",")
+            var items = try OptionWords.items(isAttached ? Array(args[idx].dropFirst(2)) : args[idx])
+            if let k = items.firstIndex(where: { OptionWords.value(of: "lowerdir", in: $0) != nil }) {
+                items[k] += [UInt8(ascii: ":")] + layers
+                args[idx] = (isAttached ? dashO : []) + Array(items.joined(separator: [UInt8(ascii: ",")]))
                 return args
             }
         }
+        let lowerItem = b("lowerdir=") + layers
         if let (idx, _) = lists.first {
-            let sep = args[idx].hasSuffix(",") || args[idx].isEmpty || args[idx] == "-o" ? "" : ","
-            args[idx] += sep + "lowerdir=" + layers
+            let sep: Word = args[idx].last == UInt8(ascii: ",") || args[idx].isEmpty || args[idx] == dashO ? [] : [UInt8(ascii: ",")]
+            args[idx] += sep + lowerItem
         } else {
-            let at = ["run", "inspect", "diff", "commit"].contains(argv.first ?? "") ? 1 : 0
-            args.insert(contentsOf: ["-o", "lowerdir=" + layers], at: min(at, args.count))
+            let at = ["run", "inspect", "diff", "commit"].map(b).contains(argv.first ?? []) ? 1 : 0
+            args.insert(contentsOf: [dashO, lowerItem], at: min(at, args.count))
         }
         return args
     }
 
-    static func set(_ slot: inout String?, _ value: String, _ key: String) throws {
+    static func set(_ slot: inout Word?, _ value: Word, _ key: String) throws {
         if slot != nil { throw LayersError(.badInput, "\(key)= given twice") }
         slot = value
-    }
-
-    /// Splits an option list on commas outside quotes and not escaped (as the option parser does).
-    static func split(_ text: String) -> [String] {
-        var items: [String] = [], cur = "", quoted = false, escaped = false
-        for ch in text {
-            if escaped { cur.append(ch); escaped = false; continue }
-            if ch == "\\" { cur.append(ch); escaped = true; continue }
-            if ch == "\"" { quoted.toggle(); cur.append(ch); continue }
-            if ch == "," && !quoted { items.append(cur); cur = ""; continue }
-            cur.append(ch)
-        }
-        items.append(cur)
-        return items.filter { !$0.isEmpty }
-    }
-
-    /// A path as one lowerdir entry: `\`, `:`, `,` and `"` escaped with a backslash.
-    static func escape(_ path: String) -> String {
-        var out = ""
-        for ch in path {
-            if ch == "\\" || ch == ":" || ch == "," || ch == "\"" { out.append("\\") }
-            out.append(ch)
-        }
-        return out
     }
 }

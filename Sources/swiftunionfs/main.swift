@@ -7,8 +7,6 @@ import UnionCore
 /// argv as bytes, `image=` and `run --image` expanded (ImageOption).
 let argv = ImageOption.expandOrExit(rawArguments())
 
-/// The image tools still read their command line as text (docs/images.md).
-func textArguments() -> [String] { argv.dropFirst().map { String(decoding: $0, as: UTF8.self) } }
 
 /// The mount itself: parse, check, mount; every mistake one line and exit status 2.
 func mountMain(_ argv: [[UInt8]]) -> Int32 {
@@ -30,10 +28,10 @@ case is MountCLI:
     exit(mountMain(argv.first?.elementsEqual("mount".utf8) == true ? Array(argv.dropFirst()) : argv))
 case is InspectCLI: exit(Inspect.main(Array(argv.dropFirst())))
 case is RunCLI: exit(RunCommand.main(Array(argv.dropFirst())))
-case is DiffCLI: exit(DiffCommand.main(textArguments()))
-case is CommitCLI: exit(CommitCommand.main(textArguments()))
+case is DiffCLI: exit(DiffCommand.main(Array(argv.dropFirst())))
+case is CommitCLI: exit(CommitCommand.main(Array(argv.dropFirst())))
 case is ImageCLI, is ImageImportCLI, is ImageListCLI, is ImageInspectCLI, is ImageCommitCLI:
-    exit(ImageCommand.main(textArguments()))
+    exit(ImageCommand.main(Array(argv.dropFirst())))
 default:
     fail("internal error: no command for this line")
     exit(2)

@@ -76,6 +76,10 @@ extension Sys {
         _ = try Bytes.withCString(path) { (p: UnsafePointer<CChar>) throws(Errno) -> Int32 in try retrying { Glibc.rmdir(p) } }
     }
 
+    public static func unlinkPath(_ path: [UInt8]) throws(Errno) {
+        _ = try Bytes.withCString(path) { (p: UnsafePointer<CChar>) throws(Errno) -> Int32 in try retrying { Glibc.unlink(p) } }
+    }
+
     public static func symlinkPath(_ target: [UInt8], _ path: [UInt8]) throws(Errno) {
         _ = try Bytes.withCString(target) { (t: UnsafePointer<CChar>) throws(Errno) -> Int32 in
             try Bytes.withCString(path) { (p: UnsafePointer<CChar>) throws(Errno) -> Int32 in try retrying { Glibc.symlink(t, p) } }
