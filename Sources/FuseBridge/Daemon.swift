@@ -58,6 +58,7 @@ public enum Daemon {
         }
         let describe = "layers: " + union.layers.map { "\($0.label)=\($0.displayPath)" }.joined(separator: " ")
             + (union.isReadOnly ? " (read-only)" : "; markers: \(union.format)")
+            + "; features: \(union.featureSummary)"
         tracer?.note(describe)
         if plan.verbose { fail(describe) }
         let bridge = Bridge(union: union, timeout: plan.timeout, tracer: tracer, stats: stats, log: log)

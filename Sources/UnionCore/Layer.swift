@@ -16,6 +16,9 @@ public final class Layer: Sendable {
     public let rootFD: Int32
     public let device: UInt64
     public let rootIno: UInt64
+    /// A data-only layer (`lowerdir=...::DATA`): never visible by name, it only holds the
+    /// data of metacopy files that an absolute redirect points into.
+    public let isDataOnly: Bool
 
     public var isUpper: Bool { role == .upper }
 
@@ -23,7 +26,7 @@ public final class Layer: Sendable {
     public var label: String {
         switch role {
         case .upper: return "upper"
-        case .lower(let n): return "lower \(n)"
+        case .lower(let n): return isDataOnly ? "data \(n)" : "lower \(n)"
         }
     }
 
@@ -31,7 +34,7 @@ public final class Layer: Sendable {
     public var displayPath: String { Bytes.display(path) }
 
     /// Takes `fd`, the layer's root (see PrivateMount), or opens `path` itself.
-    public init(role: Role, index: Int, path: [UInt8], fd opened: Int32? = nil) throws(Errno) {
+    public init(role: Role, index: Int, path: [UInt8], fd opened: Int32? = nil, dataOnly: Bool = false) throws(Errno) {
         let fd: Int32
         if let opened { fd = opened } else { fd = try PrivateMount.openDirectories([path], flags: [O_PATH])[0] }
         let st: stat
@@ -42,6 +45,7 @@ public final class Layer: Sendable {
         self.rootFD = fd
         self.device = UInt64(st.st_dev)
         self.rootIno = UInt64(st.st_ino)
+        self.isDataOnly = dataOnly
     }
 
     deinit { Sys.close(rootFD) }

@@ -12,7 +12,7 @@ extension Union {
         // apart, as it does in the kernel's overlay without the index feature.
         let key = r.type != S_IFDIR && r.stat.st_nlink > 1 && layers[r.layers[0]].isUpper
             ? InodeKey(device: UInt64(r.stat.st_dev), inode: UInt64(r.stat.st_ino)) : nil
-        let n = nodes.remember(parent: parent, name: name, type: r.type, layers: r.layers, key: key) { presenter.reportedIno(r) }
+        let n = nodes.remember(parent: parent, name: name, type: r.type, placement: r.placement, key: key) { presenter.reportedIno(r) }
         return (n, present(n, r.stat))
     }
 
@@ -30,7 +30,8 @@ extension Union {
 
     public func getattr(_ id: UInt64, fd: Int32? = nil) throws(Errno) -> stat {
         let n = try node(id)
-        if let fd { return present(n, try Sys.fstat(fd)) }
+        // A metacopy file open for reading holds its lower data file: its metadata is upper's.
+        if let fd, nodes.locked({ n.data == nil }) { return present(n, try Sys.fstat(fd)) }
         return present(n, try rawStat(n))
     }
 
@@ -41,6 +42,21 @@ extension Union {
 
     /// The stat of `node`'s top copy, straight from its layer.
     func rawStat(_ node: Node) throws(Errno) -> stat {
+        var st = try topStat(node)
+        // A metacopy shows its upper metadata over the blocks of its lower data, as the
+        // kernel's ovl_getattr (an estimate until the data-only layers were searched).
+        if let data = nodes.locked({ node.data }) {
+            if let blocks = data.blocks {
+                st.st_blocks = blkcnt_t(blocks)
+            } else {
+                let bs = Int64(max(st.st_blksize, 512))
+                st.st_blocks = blkcnt_t((Int64(st.st_size) + bs - 1) / bs * bs / 512)
+            }
+        }
+        return st
+    }
+
+    private func topStat(_ node: Node) throws(Errno) -> stat {
         if let fd = orphan(node) { return try Sys.fstat(fd) }
         let top = nodes.layers(of: node)[0]
         if node.isDirectory {

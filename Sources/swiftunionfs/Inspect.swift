@@ -27,6 +27,7 @@ enum Inspect {
                 throw UsageError(message: Daemon.describe(error, Mounter.config(cmd)))
             }
             let path = Bytes.components(cmd.mountpoint!).filter { $0 != .dot }
+            print("features: \(union.featureSummary)")
             print(try report(union, path))
             if tree { print(try treeReport(union, path)) }
             return 0
@@ -165,6 +166,14 @@ enum Inspect {
                     ? "  (merged; opaque, stops the merge)" : "  <- wins; opaque: layers below are not merged"
             case .endsMerge:
                 notes[li] = "  (ends the merge)"
+            case .redirect(let to):
+                notes[li] = (notes[li] ?? "") + "; redirect: the layers below are searched for \(Bytes.display(to))"
+            case .metacopy:
+                notes[li] = (notes[li] ?? "") + "; metacopy: its data is in a layer below"
+                verdict += " (metadata only)"
+            case .data:
+                verdict += ", data from \(label)"
+                notes[li] = "  <- holds the data"
             }
         }
         return (notes, verdict)

@@ -14,6 +14,9 @@ enum Mounter {
         config.squashGID = cmd.squashToGID ?? (cmd.squashToRoot ? 0 : nil)
         config.noXattrs = cmd.noXattrs
         config.staticNlink = cmd.staticNlink
+        config.redirectDir = cmd.redirectDir ?? .off
+        config.metacopy = cmd.metacopy ?? false
+        config.dataLayerCount = cmd.dataLayerCount
         if cmd.whiteout != nil || cmd.xattrNamespace != nil {
             let ns = cmd.xattrNamespace.flatMap { MarkerFormat.Namespace(rawValue: $0.rawValue) } ?? (geteuid() == 0 ? .trusted : .user)
             config.markerFormat = MarkerFormat(whiteout: cmd.whiteout ?? .device, xattrNamespace: ns)
