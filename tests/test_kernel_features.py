@@ -30,6 +30,9 @@ from conftest import (
     compare_results, diff_snapshots, escape_opt_path, is_mounted, make_dirs, snapshot, stop_suf,
 )
 
+from test_rootless import base_dir, dev_fuse, rl_user  # noqa: F401 (fixtures for the rootless test)
+from test_writes import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
+
 pytestmark = pytest.mark.suf_only
 
 FEATURES = "redirect_dir=on,metacopy=on"
@@ -252,6 +255,20 @@ def test_rename_over_and_rmdir_of_redirected_directories(tmp_path):
         r("gone", os.lstat, p("empty"))
         r("mkdir where it was", os.mkdir, p("empty"))
         r("list empty", lambda: sorted(os.listdir(p("empty"))))
+        r("list", lambda: sorted(os.listdir(r.root)))
+    both(tmp_path, BASE, op)
+
+
+def test_exchange_of_redirected_directories(tmp_path):
+    def op(r):
+        p = r.p
+        r("exchange two merged dirs", renameat2, p("a"), p("b"), RENAME_EXCHANGE)
+        r("list a", lambda: sorted(os.listdir(p("a"))))
+        r("list b", lambda: sorted(os.listdir(p("b"))))
+        r("exchange merged with pure upper", lambda: (os.mkdir(p("new")), renameat2(p("m"), p("new"), RENAME_EXCHANGE)))
+        r("list new", lambda: sorted(os.listdir(p("new"))))
+        r("exchange across dirs", renameat2, p("a/sub"), p("c"), RENAME_EXCHANGE)
+        r("noreplace onto existing", renameat2, p("b"), p("a"), RENAME_NOREPLACE)
         r("list", lambda: sorted(os.listdir(r.root)))
     both(tmp_path, BASE, op)
 
@@ -557,3 +574,50 @@ def test_crash_states_read_as_the_kernel_reads_them(tmp_path):
     with smount(lowers, upper, work2, FEATURES) as m:
         assert_tree(kview, snapshot(m), "kernel", "suf")
     assert kview["top"]["size"] == 4 and "a/from_l2" in kview and "b/l2y" in kview
+
+
+# --------------------------------------------------------------------------
+# rootless: the user.overlay.* namespace
+# --------------------------------------------------------------------------
+
+ROOTLESS_SCRIPT = r"""
+set -u
+B=$1; D=$2
+o="lowerdir=$D/l,upperdir=$D/u,workdir=$D/w"
+"$B" -o "$o,redirect_dir=on,metacopy=on" "$D/m" || exit 10
+mv "$D/m/a" "$D/m/a2" && echo "mv ok"
+chmod 600 "$D/m/a2/f" && echo "chmod ok"
+fusermount3 -u "$D/m"; flock "$D/w" true
+echo "redirect: $(getfattr --absolute-names --only-values -n user.overlay.redirect "$D/u/a2" 2>&1)"
+echo "metacopy: $(getfattr -n user.overlay.metacopy "$D/u/a2/f" 2>/dev/null | grep -c metacopy)"
+echo "trusted: $(getfattr -d -m trusted -R "$D/u" 2>/dev/null | grep -c overlay)"
+"$B" -o "$o,redirect_dir=on,metacopy=on" "$D/m" || exit 11
+echo "list: $(ls "$D/m/a2" | tr '\n' ' ')"
+echo "read: $(cat "$D/m/a2/f") mode $(stat -c %a "$D/m/a2/f")"
+fusermount3 -u "$D/m"; flock "$D/w" true
+mount -t overlay overlay -o "userxattr,$o" "$D/m" || exit 12
+echo "kernel userxattr: $(ls "$D/m/a2" 2>&1 | sed 's/.*: //')"
+umount "$D/m"
+mount -t overlay overlay -o "userxattr,redirect_dir=on,$o" "$D/m" 2>/dev/null && { echo "kernel took redirect_dir=on"; umount "$D/m"; } || echo "kernel refuses userxattr,redirect_dir=on"
+"""
+
+
+def test_rootless_redirect_and_metacopy_in_user_xattrs(rl_user, dev_fuse, base_dir):
+    """Unprivileged, swiftunionfs writes and follows user.overlay.redirect and
+    user.overlay.metacopy; the kernel refuses redirect_dir=on with userxattr and, in
+    userxattr mode, refuses to follow those redirects (EPERM, never another view)."""
+    user = rl_user
+    d = tempfile.mkdtemp(dir=base_dir)
+    build_layer(os.path.join(d, "l"), {"a": {"f": "data\n", "g": "g\n"}})
+    for n in ("u", "w", "m"):
+        os.mkdir(os.path.join(d, n))
+    subprocess.run(["chown", "-R", f"{user['uid']}:{user['gid']}", d], check=True, timeout=60)
+    os.chmod(d, 0o755)
+    r = subprocess.run(["runuser", "-u", user["name"], "--", "unshare", "-Urm", "sh", "-c", ROOTLESS_SCRIPT, "sh",
+                        SUF_BIN, d], capture_output=True, text=True, timeout=120)
+    out = r.stdout
+    assert r.returncode == 0, r.stdout + r.stderr
+    for line in ("mv ok", "chmod ok", "redirect: a", "metacopy: 1", "trusted: 0", "list: f g",
+                 "read: data mode 600", "kernel userxattr: Operation not permitted",
+                 "kernel refuses userxattr,redirect_dir=on"):
+        assert line in out, out + r.stderr

@@ -27,8 +27,7 @@ enum Inspect {
                 throw UsageError(message: Daemon.describe(error, Mounter.config(cmd)))
             }
             let path = Bytes.components(cmd.mountpoint!).filter { $0 != .dot }
-            print("features: \(union.featureSummary)")
-            print(try report(union, path))
+            print(try report(union, path) + "features: \(union.featureSummary)")
             if tree { print(try treeReport(union, path)) }
             return 0
         } catch let e as UsageError {
