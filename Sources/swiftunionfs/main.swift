@@ -23,7 +23,7 @@ A union (overlay) filesystem in user space with the kernel overlayfs's semantics
   -V, --version      the version
 
 Union options:
-  lowerdir=L1:L2     read-only layers, the leftmost on top
+  lowerdir=L1:L2     read-only layers, the leftmost on top; ::D1::D2 at the end: data-only layers
                      (in every path \\: \\, \\\\ stand for : , \\; a setting given twice must agree)
   image=NAME[,store=DIR]  the layers of an imported image (below any lowerdir=)
   upperdir=DIR       the writable layer (without it the union is read-only)
@@ -32,6 +32,9 @@ Union options:
   whiteout=device|oci        whiteouts written as 0/0 devices (default) or .wh.NAME files
   xattr_namespace=trusted|user, userxattr   where opaque marks go (default: detected)
   uidmapping=L:S:N[:L:S:N...], gidmapping=...   layer ids L..L+N show as S..S+N
+  redirect_dir=off|nofollow|follow|on   directory renames with overlay.redirect (on), only
+                     follow them (follow), or neither (off, the default: a redirect met is EPERM)
+  metacopy=on|off    chown/chmod/utimes/xattrs copy up metadata only (on implies redirect_dir=on)
   timeout=SECONDS    kernel entry/attribute cache time, 0 to 1000000000 (default 3600)
   log=syslog|stderr|FILE     where the daemon reports its own errors (default: stderr in the
                      foreground, syslog once in the background)
