@@ -91,20 +91,21 @@ public enum Markers {
     /// `overlay.whiteout` are whiteouts, and hides nothing.
     enum DirectoryMark: Equatable { case plain, opaque, xattrWhiteouts }
 
-    /// The mark of directory `name` in `dir`. `y` counts in both namespaces (as `isOpaque`),
-    /// `x` only in the mount's. One listxattr first: most directories carry none of these,
-    /// and then nothing more is asked.
-    static func directoryMark(in dir: Int32, _ name: Name, format: MarkerFormat, isUpper: Bool) throws(Errno) -> DirectoryMark {
+    /// The mark of directory `name` in `dir`, and whether it carries a redirect. `y` counts
+    /// in both namespaces (as `isOpaque`), `x` and the redirect only in the mount's. One
+    /// listxattr first: most directories carry none of these, and then nothing more is asked.
+    static func directoryMark(in dir: Int32, _ name: Name, format: MarkerFormat, isUpper: Bool)
+        throws(Errno) -> (mark: DirectoryMark, hasRedirect: Bool) {
         let target = Sys.XattrTarget.entry(dir, name)
         let names = try Sys.listxattr(target)
         var mark = DirectoryMark.plain
         for x in [format.opaqueXattr, format.opaqueXattr == trustedOpaque ? userOpaque : trustedOpaque] where names.contains(x) {
             let v = try Sys.getxattrIfPresent(target, x)
-            if isOpaqueValue(v) { return .opaque }
+            if isOpaqueValue(v) { return (.opaque, false) }
             if v == [UInt8(ascii: "x")] && x == format.opaqueXattr && !isUpper { mark = .xattrWhiteouts }
         }
-        if try Sys.statIfPresent(dir, name + "/" + ociOpaqueName) != nil { return .opaque }
-        return mark
+        if try Sys.statIfPresent(dir, name + "/" + ociOpaqueName) != nil { return (.opaque, false) }
+        return (mark, names.contains(format.redirectXattr))
     }
 
     /// Whether directory `fd` (O_PATH) is marked `overlay.opaque=x` in the mount's namespace.

@@ -249,6 +249,7 @@ extension Resolver {
             w.stop = true
             return .ends(st)
         }
+        var mayRedirect = true
         if !st.isDirectory {
             if w.isDir || !lastElement {
                 w.stop = true
@@ -262,7 +263,8 @@ extension Resolver {
             if lastElement { w.isDir = true }
             // Opacity and redirects only matter when there is a layer below.
             if w.last { return .hit(st, .same) }
-            if try Markers.directoryMark(in: dfd, name, format: format, isUpper: layers[li].isUpper) == .opaque {
+            let (mark, hasRedirect) = try Markers.directoryMark(in: dfd, name, format: format, isUpper: layers[li].isUpper)
+            if mark == .opaque {
                 w.stop = true
                 if lastElement {
                     w.opaque = true
@@ -270,9 +272,10 @@ extension Resolver {
                 }
                 return .hit(st, .same)
             }
+            mayRedirect = hasRedirect
         }
         w.absoluteRedirect = false
-        if let r = try Markers.redirect(in: dfd, name, format: format) {
+        if mayRedirect, let r = try Markers.redirect(in: dfd, name, format: format) {
             w.name = w.name.redirected(r, at: index)
             w.metRedirect = true
             w.absoluteRedirect = r.isAbsolute
