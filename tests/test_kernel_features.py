@@ -51,7 +51,9 @@ def lowerdir(lowers, data=()):
 def options(lowers, upper=None, work=None, opts="", data=()):
     o = [lowerdir(lowers, data)]
     if upper is not None:
-        o += [f"upperdir={escape_opt_path(upper)}", f"workdir={escape_opt_path(work)}"]
+        o.append(f"upperdir={escape_opt_path(upper)}")
+    if work is not None:
+        o.append(f"workdir={escape_opt_path(work)}")
     if opts:
         o.append(opts)
     return ",".join(o)
@@ -621,3 +623,95 @@ def test_rootless_redirect_and_metacopy_in_user_xattrs(rl_user, dev_fuse, base_d
                  "read: data mode 600", "kernel userxattr: Operation not permitted",
                  "kernel refuses userxattr,redirect_dir=on"):
         assert line in out, out + r.stderr
+
+
+@pytest.mark.timeout(600)
+def test_kill_during_metacopy_data_copy_up(tmp_path):
+    """SIGKILL while a metacopy file's data is being copied in place: after a remount the
+    file shows its new owner over either the whole lower data (the mark still on) or the
+    complete write; under the kernel too. The lower layer is untouched."""
+    import hashlib
+    import signal
+    import sys
+    from test_writes import random_bytes
+    size = 256 << 20
+    lower, upper, work, work2 = make_dirs(tmp_path / "lower", tmp_path / "upper", tmp_path / "work", tmp_path / "work2")
+    big = os.path.join(lower, "big")
+    chunk = random_bytes(1 << 20, 7)
+    h = hashlib.sha256()
+    with open(big, "wb") as f:
+        for i in range(size >> 20):
+            c = i.to_bytes(8, "little") + chunk[8:]
+            f.write(c)
+            h.update(c)
+    lower_hash = h.copy().hexdigest()
+    h.update(b"X")
+    appended_hash = h.hexdigest()
+    m = None
+    writer = None
+    try:
+        with smount([lower], upper, work, FEATURES) as m0:
+            os.chown(os.path.join(m0, "big"), 77, 77)
+        assert "trusted.metacopy=b''" in overlay_marks(upper)["big"]
+        m = smount([lower], upper, work, FEATURES)
+        mnt = m.__enter__()
+        writer = subprocess.Popen([sys.executable, "-c", "import sys; f=open(sys.argv[1],'ab'); f.write(b'X'); f.close()",
+                                   os.path.join(mnt, "big")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and writer.poll() is None and os.lstat(os.path.join(upper, "big")).st_blocks < 4096:
+            time.sleep(0.002)
+        os.kill(mnt.proc.pid, signal.SIGKILL)
+        mnt.proc.wait(20)
+        up = os.path.join(upper, "big")
+        print(f"killed with {os.lstat(up).st_blocks * 512 >> 20} MiB copied, marks {overlay_marks(upper).get('big')}")
+    finally:
+        if writer is not None:
+            try:
+                writer.wait(30)
+            except subprocess.TimeoutExpired:
+                writer.kill()
+                writer.wait(10)
+        if m is not None:
+            stop_suf(mnt, check=False)
+    for mount, w in ((smount, work), (kmount, work2)):
+        with mount([lower], upper, w, FEATURES) as m2:
+            st = os.stat(os.path.join(m2, "big"))
+            assert (st.st_uid, st.st_gid) == (77, 77)
+            digest = sha256_of(os.path.join(m2, "big"))
+            assert (st.st_size, digest) in ((size, lower_hash), (size + 1, appended_hash)), (st.st_size, mount)
+    with open(big, "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == lower_hash, "the lower layer was modified"
+    os.unlink(big)
+
+
+def sha256_of(path):
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
+
+
+def test_inspect_and_verbose_say_which_features_are_on(tmp_path):
+    lowers = build_layers(tmp_path, [{"a": {"f": "f"}}])
+    upper, work, mnt = make_dirs(tmp_path / "upper", tmp_path / "work", tmp_path / "mnt")
+    os.mkdir(os.path.join(upper, "a2"))
+    os.setxattr(os.path.join(upper, "a2"), "trusted.overlay.redirect", b"a")
+    o = options(lowers, upper, None, "redirect_dir=follow")
+    out = subprocess.run([SUF_BIN, "inspect", "-o", o, "a2/f"], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "file, 1 bytes" in out.stdout and "(at /a/f)" in out.stdout and "visible: from lower 1" in out.stdout, out.stdout
+    out2 = subprocess.run([SUF_BIN, "inspect", "-o", o, "a2"], capture_output=True, text=True, timeout=30)
+    assert "redirect: the layers below are searched for a" in out2.stdout and "+ lower 1" in out2.stdout, out2.stdout
+    assert "features: redirect_dir=follow metacopy=off" in out.stdout
+    r = subprocess.run([SUF_BIN, "-v", "-o", options(lowers, upper, work, FEATURES), mnt], capture_output=True,
+                       text=True, timeout=30)
+    try:
+        assert r.returncode == 0 and "features: redirect_dir=on metacopy=on index=off" in r.stderr, r.stderr
+    finally:
+        subprocess.run(["fusermount3", "-u", mnt], capture_output=True, timeout=30)

@@ -71,6 +71,18 @@ extension Union {
         return st
     }
 
+    /// Directory `id`'s copy in `layer`, where the lookups found it (a renamed directory's
+    /// lower copy is under its old name): an O_PATH descriptor the caller closes, and its
+    /// path from the layer root. nil where the layer has none (for `inspect`).
+    public func layerDirectory(_ id: UInt64, in layer: Int) throws(Errno) -> (fd: Int32, path: [UInt8])? {
+        let n = try node(id)
+        let path = n.id == NodeTable.rootID ? [] : resolver.absolutePath(of: n, in: layer) ?? nodes.path(of: n) ?? []
+        guard let fd = try ifPresent({ () throws(Errno) -> Int32 in
+            try resolver.withDirectory(n, in: layer) { (fd: Int32) throws(Errno) -> Int32 in try Sys.dup(fd) }
+        }) else { return nil }
+        return (fd, Bytes.join(path))
+    }
+
     /// How `name` in directory `parentID` resolves, layer by layer, as lookups decide it
     /// (for `inspect`). Also returns the layers the directory merges from.
     public func explain(_ parentID: UInt64, _ name: Name) throws(Errno) -> (stack: [Int], steps: [(layer: Int, decision: ResolveDecision)]) {

@@ -120,17 +120,26 @@ enum Inspect {
         }
         let consulted = Set(notes.keys)
         for layer in union.layers {
-            guard let dfd = openDirectory(layer, parentParts) else {
+            // The parent where the lookups find it in this layer (under its old name when
+            // it was renamed with a redirect), else where its path says.
+            var where_ = parentParts
+            var found: Int32?
+            if let parentID, stack.contains(layer.index), let d = try? union.layerDirectory(parentID, in: layer.index) {
+                found = d.fd
+                where_ = Bytes.components(d.path)
+            }
+            guard let dfd = found ?? openDirectory(layer, parentParts) else {
                 out += "  \(pad(layer.label)) \(layer.displayPath)  nothing (no directory /\(Bytes.display(Bytes.join(parentParts))) here)\n"
                 continue
             }
             defer { Sys.close(dfd) }
+            let at = where_ == parentParts ? "" : " (at /\(Bytes.display(Bytes.join(where_ + [name]))))"
             let (text, kind) = describe(dfd, name)
             var note = notes[layer.index] ?? ""
             if note.isEmpty && kind != .absent && !consulted.contains(layer.index) {
                 note = stack.contains(layer.index) || ancestorVerdict != nil ? "  (shadowed)" : "  (not merged: the directory above is opaque here or absent)"
             }
-            out += "  \(pad(layer.label)) \(layer.displayPath)  \(text)\(note)\n"
+            out += "  \(pad(layer.label)) \(layer.displayPath)  \(text)\(at)\(note)\n"
         }
         return out + "result: \(ancestorVerdict ?? verdict)\n"
     }
