@@ -26,7 +26,7 @@ import time
 import pytest
 
 from conftest import (
-    SUF_BIN, Dir, File, Hardlink, Recorder, SufMount, Symlink, Whiteout, build_layer, build_layers,
+    SUF_BIN, Dir, File, Hardlink, Recorder, SufMount, Symlink, Whiteout, build_layer, build_layers, check_d_ino,
     compare_results, diff_snapshots, escape_opt_path, is_mounted, make_dirs, snapshot, stop_suf,
 )
 
@@ -222,6 +222,29 @@ def test_directory_renames(tmp_path):
         r("lower-only dir", os.rename, p("m"), p("m2"))
         r("list", lambda: sorted(os.listdir(r.root)))
     both(tmp_path, BASE, op)
+    # Renamed directories keep their (lower) inode numbers, in readdir as in stat.
+    lowers = [str(tmp_path / "s" / "l1"), str(tmp_path / "s" / "l2")]
+    with smount(lowers, str(tmp_path / "s" / "upper"), str(tmp_path / "s" / "work"), FEATURES) as m:
+        snap = snapshot(m, inodes=True)
+        assert check_d_ino(snap) == []
+        assert snap["a3"]["ino"] == os.lstat(tmp_path / "s" / "l1" / "a").st_ino
+        assert snap["e/c3/sub2"]["ino"] == os.lstat(tmp_path / "s" / "l1" / "a" / "sub").st_ino
+
+
+def test_redirect_max(tmp_path):
+    """An absolute redirect longer than 256 bytes (the kernel's redirect_max) is not
+    written: EXDEV, and mv copies."""
+    n = "d" * 60
+    deep = {n: {n: {n: {n: {"ok": {"f": "f"}, n: {"far": {"f": "f"}}}}}}}
+    four, five = "/".join([n] * 4), "/".join([n] * 5)
+
+    def op(r):
+        r("mkdir", os.mkdir, r.p("t"))
+        r("redirect of 250 bytes", os.rename, r.p(four + "/ok"), r.p("t/ok"))
+        r("redirect of 312 bytes", os.rename, r.p(five + "/far"), r.p("t/far"))
+        r("list", lambda: sorted(os.listdir(r.p("t"))))
+    res, marks, _ = both(tmp_path, [deep], op)
+    assert res[1][1] == ("ok", None) and res[2][1] == ("err", "EXDEV"), res
 
 
 def test_changes_inside_renamed_directories(tmp_path):
@@ -458,8 +481,10 @@ def test_xattr_whiteout_outside_a_marked_directory(tmp_path):
     assert kres[0] == ("list", ("ok", ["gone", "other"])) and sres[0] == ("list", ("ok", ["other"]))
 
 
-def test_data_only_layers(tmp_path):
-    """composefs-style: a metadata layer whose metacopy files redirect into data-only layers."""
+@pytest.mark.parametrize("opts", ["metacopy=on", ""])
+def test_data_only_layers(tmp_path, opts):
+    """composefs-style: a metadata layer whose metacopy files redirect into data-only layers
+    (Linux 6.16+: also without metacopy=on; a chown then copies the data up)."""
     def meta(path, size, target):
         return File(b"", 0o640, uid=3, gid=4, size=size,
                     xattrs={"trusted.overlay.metacopy": b"", "trusted.overlay.redirect": target})
@@ -487,7 +512,7 @@ def test_data_only_layers(tmp_path):
     res = {}
     for side, mount in (("k", kmount), ("s", smount)):
         l1, d1, d2, upper, work = sides[side]
-        with mount([l1], upper, work, "metacopy=on", data=[d1, d2]) as m:
+        with mount([l1], upper, work, opts, data=[d1, d2]) as m:
             rec = Recorder(m)
             op(rec)
             res[side] = (rec.results, snapshot(m))
@@ -498,7 +523,7 @@ def test_data_only_layers(tmp_path):
     for a, b, mount in (("s", "k", kmount), ("k", "s", smount)):
         l1, d1, d2, upper, work = sides[a]
         xwork, = make_dirs(tmp_path / a / "xwork")
-        with mount([l1], upper, xwork, "metacopy=on", data=[d1, d2]) as m:
+        with mount([l1], upper, xwork, opts, data=[d1, d2]) as m:
             assert_tree(res[a][1], snapshot(m), a, f"{b} over {a}'s upper")
 
 
