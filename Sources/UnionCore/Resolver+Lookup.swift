@@ -18,8 +18,6 @@ extension Resolver {
         var name: LookupName
         /// The name is a directory: only directories merge below it.
         var isDir = false
-        /// A whiteout or an opaque directory was met at the name.
-        var opaque = false
         var stop = false
         /// The bottom of the layers that matter: no opaque mark or redirect is read there.
         var last = false
@@ -234,14 +232,12 @@ extension Resolver {
                 return .absent(knownFree: false)
             }
             w.stop = true
-            w.opaque = true
             return .ociWhiteout
         }
         var whiteout = st.isWhiteoutDevice
         if !whiteout { whiteout = try Markers.isXattrWhiteout(in: dfd, name, st, format: format) }
         if whiteout {
             w.stop = true
-            w.opaque = true
             return .whiteout(st)
         }
         // Below a metacopy only a regular file can hold the data.
@@ -266,10 +262,7 @@ extension Resolver {
             let (mark, hasRedirect) = try Markers.directoryMark(in: dfd, name, format: format, isUpper: layers[li].isUpper)
             if mark == .opaque {
                 w.stop = true
-                if lastElement {
-                    w.opaque = true
-                    w.opaqueHere = true
-                }
+                if lastElement { w.opaqueHere = true }
                 return .hit(st, .same)
             }
             mayRedirect = hasRedirect
