@@ -538,12 +538,15 @@ def test_data_only_layers(tmp_path, opts):
     ("TRAILING", "trailing colons"),
     ("TRIPLE", "only single ':' or double '::'"),
     ("REGULAR_AFTER_DATA", "regular lower layers cannot follow data lower layers"),
+    ("SAME_AS_DATA", "conflicting lowerdir path"),
+    ("SAME_TWICE", "conflicting lowerdir path"),
 ])
 def test_conflicting_options_are_refused_as_by_the_kernel(tmp_path, case, message):
     l1, d1 = make_dirs(tmp_path / "l1", tmp_path / "d1")
     upper, work, mnt = make_dirs(tmp_path / "u", tmp_path / "w", tmp_path / "m")
     lower = {"NO_LOWER": f"::{d1}", "TRAILING": f"{l1}::", "TRIPLE": f"{l1}:::{d1}",
-             "REGULAR_AFTER_DATA": f"{l1}::{d1}:{l1}"}.get(case, l1)
+             "REGULAR_AFTER_DATA": f"{l1}::{d1}:{l1}", "SAME_AS_DATA": f"{l1}::{l1}",
+             "SAME_TWICE": f"{l1}:{d1}:{l1}"}.get(case, l1)
     o = f"lowerdir={lower},upperdir={upper},workdir={work}" + ("" if case.isupper() else "," + case)
     k = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", o, mnt], capture_output=True, text=True, timeout=30)
     if k.returncode == 0:
