@@ -231,6 +231,19 @@ def test_directory_renames(tmp_path):
         assert snap["e/c3/sub2"]["ino"] == os.lstat(tmp_path / "s" / "l1" / "a" / "sub").st_ino
 
 
+def test_redirect_dir_without_metacopy(tmp_path):
+    """redirect_dir=on alone: directories get redirects, files are copied up whole."""
+    def op(r):
+        p = r.p
+        r("rename lower file", os.rename, p("top"), p("top2"))
+        r("chown lower file", os.chown, p("a/f"), 3, 3)
+        r("rename merged dir", os.rename, p("a"), p("a2"))
+        r("move lower file into it", os.rename, p("b/y"), p("a2/y"))
+        r("list", lambda: sorted(os.listdir(p("a2"))))
+    res, marks, _ = both(tmp_path, BASE, op, opts="redirect_dir=on")
+    assert not any("metacopy" in m for v in marks.values() for m in v), marks
+
+
 def test_redirect_max(tmp_path):
     """An absolute redirect longer than 256 bytes (the kernel's redirect_max) is not
     written: EXDEV, and mv copies."""
@@ -580,6 +593,25 @@ def test_index_on_is_refused_and_the_kernel_mounts_our_upper_with_index_off(tmp_
         assert_tree(sview, snapshot(m), "suf", "kernel index=off")
     # Copy-up broke the lower hard link, as the kernel's index=off does.
     assert sview["h"]["nlink"] == 1 and sview["h2"]["nlink"] == 2
+
+
+def test_kernel_upper_with_index_entries_reads_as_with_index_off(tmp_path):
+    """The kernel writes with index=on (a lower hard link copied up: the copy lives in
+    W/index and under one name); swiftunionfs over that upper shows what the kernel with
+    index=off shows there."""
+    lowers = build_layers(tmp_path, [{"h": "shared\n", "h2": Hardlink("h"), "d": {"f": "f\n"}}])
+    upper, work, work2, work3 = make_dirs(tmp_path / "u", tmp_path / "w", tmp_path / "w2", tmp_path / "w3")
+    with kmount(lowers, upper, work, FEATURES + ",index=on") as m:
+        write(os.path.join(m, "h"), b"changed\n")
+        os.chown(os.path.join(m, "d/f"), 4, 4)
+        os.rename(os.path.join(m, "d"), os.path.join(m, "d2"))
+        indexed = snapshot(m)
+    assert os.listdir(os.path.join(work, "index")), "the kernel wrote no index entry"
+    assert indexed["h2"]["sha256"] == indexed["h"]["sha256"]  # kept linked by the index
+    with kmount(lowers, upper, work2, FEATURES + ",index=off") as m:
+        kview = snapshot(m)
+    with smount(lowers, upper, work3, FEATURES + ",index=off") as m:
+        assert_tree(kview, snapshot(m), "kernel index=off", "suf")
 
 
 # --------------------------------------------------------------------------
