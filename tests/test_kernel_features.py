@@ -293,6 +293,10 @@ def test_rename_over_and_rmdir_of_redirected_directories(tmp_path):
         r("gone", os.lstat, p("empty"))
         r("mkdir where it was", os.mkdir, p("empty"))
         r("list empty", lambda: sorted(os.listdir(p("empty"))))
+        r("empty the redirected a2", lambda: [os.unlink(p("a2/" + n)) for n in ("f", "gone", "from_l2")])
+        r("rm its sub", lambda: subprocess.run(["rm", "-rf", p("a2/sub")], check=True) and None)
+        r("rename a merged dir over the empty redirected one", os.rename, p("c"), p("a2"))
+        r("list a2", lambda: sorted(os.listdir(p("a2"))))
         r("list", lambda: sorted(os.listdir(r.root)))
     both(tmp_path, BASE, op)
 
@@ -612,6 +616,8 @@ def test_kernel_upper_with_index_entries_reads_as_with_index_off(tmp_path):
         kview = snapshot(m)
     with smount(lowers, upper, work3, FEATURES + ",index=off") as m:
         assert_tree(kview, snapshot(m), "kernel index=off", "suf")
+    # Without the index, the other name shows the lower content again (both of them).
+    assert kview["h2"]["sha256"] != kview["h"]["sha256"]
 
 
 # --------------------------------------------------------------------------
