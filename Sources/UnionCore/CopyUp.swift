@@ -100,8 +100,8 @@ extension Union {
                              data: CopyUpData, node: Node?, dataSource: DataSource?) throws(Errno) -> Int64 {
         let copier = Copier(skipSync: config.skipSync, format: format)
         let dataFD: Int32?
-        if data == .full, dataSource != nil, let node {
-            dataFD = try resolver.openData(node, O_RDONLY)
+        if data == .full, let dataSource {
+            if let node { dataFD = try resolver.openData(node, O_RDONLY) } else { dataFD = try resolver.openData(dataSource, O_RDONLY).0 }
         } else {
             dataFD = nil
         }

@@ -330,14 +330,22 @@ extension Resolver {
     /// Opens the file that holds `node`'s data (a metacopy's lower file) with `flags`,
     /// searching the data-only layers first if that was left for the first access.
     func openData(_ node: Node, _ flags: Int32) throws(Errno) -> Int32 {
-        guard var data = nodes.locked({ node.data }) else { throw Errno.io }
+        guard let data = nodes.locked({ node.data }) else { throw Errno.io }
+        let (fd, found) = try openData(data, flags)
+        if found != data { nodes.locked { if node.data?.path == found.path { node.data = found } } }
+        return fd
+    }
+
+    /// Opens the data file `source` names; returns it with the data-only layer filled in
+    /// if it had to be searched.
+    func openData(_ source: DataSource, _ flags: Int32) throws(Errno) -> (Int32, DataSource) {
+        var data = source
         if data.layer == nil {
             let (li, st) = try findInDataLayers(data.path)
             data.layer = li
             data.blocks = Int64(st.st_blocks)
-            nodes.locked { if node.data?.path == data.path { node.data = data } }
         }
-        return try openBeneath(data.layer!, data.path, flags)
+        return (try openBeneath(data.layer!, data.path, flags), data)
     }
 
     /// The first data-only layer holding a regular file at `path` (the kernel's
