@@ -26,8 +26,8 @@ import time
 import pytest
 
 from conftest import (
-    SUF_BIN, Dir, File, Hardlink, Recorder, SufMount, Symlink, Whiteout, build_layer, build_layers, check_d_ino,
-    compare_results, diff_snapshots, escape_opt_path, is_mounted, make_dirs, snapshot, stop_suf,
+    SUF_BIN, Dir, File, Hardlink, Recorder, Symlink, build_layer, build_layers, check_d_ino,
+    compare_results, diff_snapshots, escape_opt_path, is_mounted, make_dirs, snapshot,
 )
 
 from test_rootless import base_dir, dev_fuse, rl_user  # noqa: F401 (fixtures for the rootless test)
@@ -73,28 +73,53 @@ def kmount(lowers, upper=None, work=None, opts="", data=()):
             subprocess.run(["umount", "-l", mnt], capture_output=True, timeout=30)
 
 
-@contextlib.contextmanager
-def smount(lowers, upper=None, work=None, opts="", data=()):
+class SufProc(str):
+    """A mountpoint (a str) with the swiftunionfs daemon serving it."""
+    proc: subprocess.Popen = None
+    log: str = None
+
+    def stderr(self):
+        with open(self.log, errors="replace") as f:
+            return f.read()
+
+
+def start(lowers, upper=None, work=None, opts="", data=()):
+    """Starts swiftunionfs -f on a new mountpoint and waits until it is mounted."""
     mnt = tempfile.mkdtemp(prefix="smnt-", dir=os.path.dirname(str(lowers[0])))
-    fd, errpath = tempfile.mkstemp(prefix="suf-stderr-", suffix=".log", dir=os.path.dirname(mnt))
+    fd, log = tempfile.mkstemp(prefix="suf-stderr-", suffix=".log", dir=os.path.dirname(mnt))
     with os.fdopen(fd, "w") as errf:
         proc = subprocess.Popen([SUF_BIN, "-f", "-o", options(lowers, upper, work, opts, data), mnt],
                                 stdin=subprocess.DEVNULL, stdout=errf, stderr=errf, start_new_session=True)
-    m = SufMount(mnt)
-    m.proc, m.stderr_path = proc, errpath
+    m = SufProc(mnt)
+    m.proc, m.log = proc, log
     deadline = time.monotonic() + 20
     while not is_mounted(mnt):
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            proc.wait(10)
+            stop(m)
             pytest.fail(f"swiftunionfs did not mount: {m.stderr()}")
         time.sleep(0.02)
-    ok = False
+    return m
+
+
+def stop(m):
+    """Unmounts (fusermount3 -u, else umount -l) and reaps the daemon (killed if it hangs)."""
+    if is_mounted(m):
+        if subprocess.run(["fusermount3", "-u", m], capture_output=True, timeout=30).returncode != 0:
+            subprocess.run(["umount", "-l", m], capture_output=True, timeout=30)
+    try:
+        m.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        m.proc.kill()
+        m.proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def smount(lowers, upper=None, work=None, opts="", data=()):
+    m = start(lowers, upper, work, opts, data)
     try:
         yield m
-        ok = True
     finally:
-        stop_suf(m, check=ok)
+        stop(m)
 
 
 def overlay_marks(upper):
@@ -713,14 +738,13 @@ def test_kill_during_metacopy_data_copy_up(tmp_path):
     lower_hash = h.copy().hexdigest()
     h.update(b"X")
     appended_hash = h.hexdigest()
-    m = None
+    mnt = None
     writer = None
     try:
         with smount([lower], upper, work, FEATURES) as m0:
             os.chown(os.path.join(m0, "big"), 77, 77)
         assert "trusted.metacopy=b''" in overlay_marks(upper)["big"]
-        m = smount([lower], upper, work, FEATURES)
-        mnt = m.__enter__()
+        mnt = start([lower], upper, work, FEATURES)
         writer = subprocess.Popen([sys.executable, "-c", "import sys; f=open(sys.argv[1],'ab'); f.write(b'X'); f.close()",
                                    os.path.join(mnt, "big")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   start_new_session=True)
@@ -738,8 +762,8 @@ def test_kill_during_metacopy_data_copy_up(tmp_path):
             except subprocess.TimeoutExpired:
                 writer.kill()
                 writer.wait(10)
-        if m is not None:
-            stop_suf(mnt, check=False)
+        if mnt is not None:
+            stop(mnt)
     for mount, w in ((smount, work), (kmount, work2)):
         with mount([lower], upper, w, FEATURES) as m2:
             st = os.stat(os.path.join(m2, "big"))

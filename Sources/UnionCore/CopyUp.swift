@@ -65,7 +65,8 @@ extension Union {
                 if node.isDirectory {
                     after = Placement(layers: [upper.index] + before.layers, paths: [.same] + before.paths)
                 }
-                if var d = after.data, d.blocks == nil {
+                // A lower file that now only lends its data: its blocks are what stat shows.
+                if var d = after.data, before.data == nil {
                     d.blocks = Int64(try resolver.withDirectory(parent, in: from) { (fd: Int32) throws(Errno) -> stat in try Sys.stat(fd, name) }.st_blocks)
                     after.data = d
                 }
