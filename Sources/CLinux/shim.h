@@ -88,6 +88,24 @@ static inline int suf_pivot_root(const char *new_root, const char *put_old) {
     return (int)syscall(SYS_pivot_root, new_root, put_old);
 }
 static inline int suf_flock(int fd, int op) { return flock(fd, op); }
+
+/* getxattrat/listxattrat (Linux 6.13+): an xattr of a name in a directory fd, not
+   followed, in one lookup. The syscall numbers are the same on every architecture. */
+#define SUF_SYS_getxattrat  464
+#define SUF_SYS_listxattrat 465
+struct suf_xattr_args { uint64_t value; uint32_t size; uint32_t flags; };
+static inline ssize_t suf_getxattrat(int dirfd, const char *name, const char *key, void *value, size_t size) {
+    struct suf_xattr_args args = { (uint64_t)(uintptr_t)value, (uint32_t)size, 0 };
+    return syscall(SUF_SYS_getxattrat, dirfd, name, AT_SYMLINK_NOFOLLOW, key, &args, sizeof args);
+}
+static inline ssize_t suf_listxattrat(int dirfd, const char *name, char *list, size_t size) {
+    return syscall(SUF_SYS_listxattrat, dirfd, name, AT_SYMLINK_NOFOLLOW, list, size);
+}
+/* Whether getxattrat works here: ENOSYS before 6.13, EPERM under some seccomp filters. */
+static inline int suf_xattrat_available(void) {
+    ssize_t r = suf_getxattrat(AT_FDCWD, "/", "user.suf-probe", NULL, 0);
+    return r >= 0 || errno == ENODATA || errno == EOPNOTSUPP;
+}
 static inline int suf_open_mode(const char *path, int flags, unsigned mode) { return open(path, flags, mode); }
 static inline int suf_openat_mode(int dirfd, const char *path, int flags, unsigned mode) {
     return openat(dirfd, path, flags, mode);

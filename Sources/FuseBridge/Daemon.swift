@@ -61,6 +61,7 @@ public enum Daemon {
         let describe = "layers: " + union.layers.map { "\($0.label)=\($0.displayPath)" }.joined(separator: " ")
             + (union.isReadOnly ? " (read-only)" : "; markers: \(union.format)")
             + "; watch: " + describeWatch(mechanism, timeout: plan.timeout)
+            + "; features: \(union.featureSummary)"
         tracer?.note(describe)
         if plan.verbose { fail(describe) }
         let bridge = Bridge(union: union, timeout: plan.timeout, tracer: tracer, stats: stats, log: log)

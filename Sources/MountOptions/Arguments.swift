@@ -36,6 +36,7 @@ extension MountCommand {
             throw UsageError(message: "too many arguments: \(positional.map { Printable.text($0, limit: 80) }.joined(separator: " "))")
         }
         guard !cmd.lowerDirs.isEmpty else { throw UsageError(message: "lowerdir= is required (-o lowerdir=TOP:...:BOTTOM)") }
+        try cmd.resolveFeatures()
         return cmd
     }
 

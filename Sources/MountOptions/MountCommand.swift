@@ -34,8 +34,11 @@ public struct MountCommand: Sendable {
     public var singleThreaded = false
     public var verbose = false
 
-    /// Top first, as many as `-o lowerdir=` named (1 to `maxLowerDirs`).
+    /// Top first, as many as `-o lowerdir=` named (1 to `maxLowerDirs`), the data-only
+    /// layers (after `::`) last.
     public var lowerDirs: [[UInt8]] = []
+    /// How many of `lowerDirs`, at the end, are data-only layers.
+    public var dataLayerCount = 0
     public var upperDir: [UInt8]?
     public var workDir: [UInt8]?
     /// Items for libfuse and the kernel, each exactly as written (libfuse undoes the escapes itself).
@@ -72,6 +75,9 @@ public struct MountCommand: Sendable {
     public var watch: LowerWatchMode = .auto
     /// inotify's budget of watched directories (`watch_limit=`); nil: the default.
     public var watchLimit: Int?
+    /// `redirect_dir=` and `metacopy=` as given (nil: not given); `features` resolves them.
+    public var redirectDir: RedirectMode?
+    public var metacopy: Bool?
 
     /// The kernel overlay's limit on lower layers (OVL_MAX_STACK).
     public static let maxLowerDirs = 500

@@ -94,19 +94,50 @@ enum OptionList {
         return out
     }
 
-    /// Splits on colons not escaped and unescapes each piece: `a\:b:c` is `a:b` and `c`.
-    /// Empty pieces are kept, for the caller to refuse or skip.
-    static func splitColons(_ value: ArraySlice<UInt8>) -> [[UInt8]] {
-        var pieces: [[UInt8]] = []
+    /// `lowerdir=`'s value as the kernel splits it (params.c, ovl_parse_param_split_lowerdirs):
+    /// layers separated by ':' not escaped, the data-only layers after '::'
+    /// (`L1:L2::D1::D2`), each piece unescaped. Refused, as the kernel refuses them: a
+    /// leading colon, a trailing one, three or more in a row, a regular layer after a data
+    /// layer, and an empty layer.
+    static func splitLowerDirs(_ value: ArraySlice<UInt8>) throws(UsageError) -> (dirs: [[UInt8]], dataCount: Int) {
+        var dirs: [[UInt8]] = []
+        var dataCount = 0
         var cur: [UInt8] = []
         var escaped = false
-        for b in value {
-            if escaped { cur.append(b); escaped = false }
-            else if b == backslash { escaped = true }
-            else if b == colon { pieces.append(cur); cur = [] }
-            else { cur.append(b) }
+        var colons = 0
+        var inData = false
+        func endPiece() throws(UsageError) {
+            if inData { dataCount += 1 } else if dataCount > 0 {
+                throw UsageError(message: "option lowerdir=: regular lower layers cannot follow data lower layers (write L1:L2::DATA1::DATA2)")
+            }
+            dirs.append(cur)
+            cur = []
         }
-        pieces.append(cur)
-        return pieces
+        for b in value {
+            if escaped { cur.append(b); escaped = false; continue }
+            if b == colon {
+                colons += 1
+                continue
+            }
+            if colons > 0 {
+                guard !(dirs.isEmpty && cur.isEmpty) else {
+                    throw UsageError(message: "option lowerdir=: a leading ':' (the kernel's 'cannot append lower layer'; write \\: for a colon in a path)")
+                }
+                guard colons <= 2 else {
+                    throw UsageError(message: "option lowerdir=: only single ':' or double '::' sequences of unescaped colons are allowed (write \\: for a colon in a path)")
+                }
+                try endPiece()
+                inData = colons == 2
+                colons = 0
+            }
+            if b == backslash { escaped = true } else { cur.append(b) }
+        }
+        guard colons == 0 else {
+            throw UsageError(message: "option lowerdir=: unescaped trailing colons (write \\: for a colon in a path)")
+        }
+        try endPiece()
+        if dirs.contains(where: \.isEmpty) { throw UsageError(message: "option lowerdir=: an empty layer") }
+        return (dirs, dataCount)
     }
 }
+

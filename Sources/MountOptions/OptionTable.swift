@@ -68,14 +68,12 @@ enum OptionTable {
 
         // The layers.
         add(["lowerdir"], .value) { (cmd, use) throws(UsageError) in
-            let dirs = OptionList.splitColons(use.raw!)
-            guard !dirs.contains(where: \.isEmpty) else {
-                throw use.refuse("an empty layer: a leading, trailing or doubled ':' (data-only layers '::' are not supported; write \\: for a colon in a path)")
-            }
+            let (dirs, dataCount) = try OptionList.splitLowerDirs(use.raw!)
             guard dirs.count <= MountCommand.maxLowerDirs else {
                 throw use.refuse("\(dirs.count) layers, more than \(MountCommand.maxLowerDirs) (the kernel overlay's limit)")
             }
             try cmd.assign(\.lowerDirs, dirs, setting: "lowerdir", written: use.item.text)
+            try cmd.assign(\.dataLayerCount, dataCount, setting: "lowerdir::", written: use.item.text)
         }
         add(["upperdir"], .value) { (cmd, use) throws(UsageError) in
             try cmd.assign(\.upperDir, use.value, setting: "upperdir", written: use.item.text)
@@ -193,6 +191,28 @@ enum OptionTable {
             try cmd.assign(\.xattrPermissions, v, setting: "xattr_permissions", written: use.item.text)
         }
         add(["debug"], .flag) { (cmd, _) in cmd.debug = true; cmd.foreground = true }
+
+        // Kernel-overlay features, with the kernel's values (MountCommand.features checks them together).
+        add(["redirect_dir"], .value) { (cmd, use) throws(UsageError) in
+            guard let m = RedirectMode.allCases.first(where: { use.is($0.rawValue) }) else {
+                throw use.refuse("must be on, off, follow or nofollow")
+            }
+            try cmd.assign(\.redirectDir, m, setting: "redirect_dir", written: use.item.text)
+        }
+        add(["metacopy"], .value) { (cmd, use) throws(UsageError) in
+            guard use.is("on") || use.is("off") else { throw use.refuse("must be on or off") }
+            try cmd.assign(\.metacopy, use.is("on"), setting: "metacopy", written: use.item.text)
+        }
+        add(["index", "nfs_export"], .value) { (cmd, use) throws(UsageError) in
+            guard use.is("on") || use.is("off") else { throw use.refuse("must be on or off") }
+            guard use.is("off") else {
+                // Accepting it would promise hard links kept across copy-up (docs/format.md).
+                throw use.refuse(use.key == "index"
+                    ? "the inodes index is not supported: copy-up breaks lower hard links, as with the kernel's index=off (give index=off or leave it out)"
+                    : "NFS export needs the inodes index, which is not supported (give nfs_export=off or leave it out)")
+            }
+            _ = try cmd.recordRaw(key: use.key, value: use.raw!, written: use.item.text)
+        }
         add(["max_read", "blksize"], .flagOrValue) { (_, use) throws(UsageError) in
             throw UsageError(message: "option \(use.key)= is not supported (blksize is for block-device FUSE filesystems; max_read must match the daemon's own limit)")
         }
@@ -244,15 +264,14 @@ enum OptionTable {
         "iversion", "noiversion", "mand", "nomand", "noacl", "ino32_t",
     ]
     /// Accepted and ignored with a value, and the values allowed (nil: any, not empty):
-    /// redirect_dir, index, metacopy, xino, nfs_export: kernel-overlay features, values as the kernel takes them;
-    /// the view is the same without them. fast_ino: inode numbers are chosen by the layers' filesystems.
+    /// xino: the kernel overlay's inode-number scheme for layers on several filesystems; swiftunionfs has its own
+    /// (`Presenter.mapIno`), whatever the value. fast_ino: inode numbers are chosen by the layers' filesystems.
     /// writeback: the kernel writeback cache is never enabled.
     /// context=...: SELinux labels; the kernel refuses them on a FUSE mount without SELinux, and the layers keep theirs.
     /// plugins=: fuse-overlayfs layer plugins are only used by "//plugin/..." lowerdirs, which are refused as missing.
     static let ignoredValued: [(String, [String]?)] = [
         ("context", nil), ("fscontext", nil), ("defcontext", nil), ("rootcontext", nil), ("plugins", nil),
-        ("redirect_dir", ["on", "off", "follow", "nofollow"]), ("index", ["on", "off"]),
-        ("metacopy", ["on", "off"]), ("xino", ["on", "off", "auto"]), ("nfs_export", ["on", "off"]),
+        ("xino", ["on", "off", "auto"]),
         ("fast_ino", ["0", "1"]), ("writeback", ["0", "1"]),
     ]
 }

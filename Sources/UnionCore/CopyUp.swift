@@ -8,50 +8,105 @@ import Glibc
 /// cannot carry everything (an xattr that cannot be read or written) fails with
 /// the errno instead of appearing without it.
 extension Union {
-    /// Makes sure `node` (and every directory above it) lives in upper.
+    /// How much of a regular file a copy-up brings up.
+    enum CopyUpData {
+        /// Everything: the file is about to be written.
+        case full
+        /// No data: the file is about to be truncated to zero (O_TRUNC).
+        case truncated
+        /// Metadata only (metacopy=on): the data stays in the lower layer until a write.
+        case metadata
+    }
+
+    /// Makes sure `node` (and every directory above it) lives in upper, with its data.
     func copyUp(_ node: Node, withData: Bool = true) throws(Errno) {
+        try copyUp(node, withData ? .full : .truncated)
+    }
+
+    /// Makes sure `node` lives in upper for a change of its metadata (chown, chmod,
+    /// utimes, xattrs, a hard link or a rename): with metacopy=on a regular file's data
+    /// stays below, as the kernel's ovl_copy_up (flags 0) leaves it.
+    func copyUpMetadata(_ node: Node) throws(Errno) {
+        try copyUp(node, config.metacopy ? .metadata : .full)
+    }
+
+    func copyUp(_ node: Node, _ data: CopyUpData) throws(Errno) {
         let (upper, work, _) = try requireUpper()
-        if nodes.layers(of: node)[0] == upper.index { return }
-        guard let parent = nodes.locked({ node.parent }) else { throw Errno.noEntry }
-        try copyUp(parent)
-        // One copy per object, however many threads ask: the second waits, then sees upper.
-        try node.copyUpLock.withLock { (_: inout Void) throws(Errno) in
-            let stack = nodes.layers(of: node)
-            guard stack[0] != upper.index else { return }
-            let name = nodes.locked { node.name }
-            let start = Clock.microseconds()
-            let bytes: Int64
-            do throws(Errno) {
-                bytes = try copyUpEntry(parent: parent, name: name, from: stack[0], upper: upper, work: work, withData: withData)
-            } catch {
-                if error.rawValue != ENOENT {
-                    diagnostics.report("copy-up of \(Bytes.display(displayPath(node.id))) from \(layers[stack[0]].label) failed: \(error)")
+        if nodes.layers(of: node)[0] != upper.index {
+            guard let parent = nodes.locked({ node.parent }) else { throw Errno.noEntry }
+            try copyUp(parent)
+            // One copy per object, however many threads ask: the second waits, then sees upper.
+            try node.copyUpLock.withLock { (_: inout Void) throws(Errno) in
+                let before = nodes.placement(of: node)
+                guard before.layers[0] != upper.index else { return }
+                let name = nodes.locked { node.name }
+                let from = before.layers[0]
+                let metadataOnly = data == .metadata && node.type == S_IFREG
+                let start = Clock.microseconds()
+                let bytes: Int64
+                var after = Placement.only(upper.index)
+                do throws(Errno) {
+                    if metadataOnly {
+                        // The data stays where it is: in the file below, or for a lower
+                        // metacopy, wherever that one's data is.
+                        guard let source = before.data ?? resolver.absolutePath(of: node, in: from).map({
+                            DataSource(layer: from, path: $0, blocks: nil)
+                        }) else { throw Errno.noEntry }
+                        after.data = source
+                    }
+                    bytes = try copyUpEntry(parent: parent, name: name, from: from, upper: upper, work: work,
+                                            data: metadataOnly ? .metadata : data, node: node, dataSource: before.data)
+                } catch {
+                    if error.rawValue != ENOENT {
+                        diagnostics.report("copy-up of \(Bytes.display(displayPath(node.id))) from \(layers[from].label) failed: \(error)")
+                    }
+                    throw error
                 }
-                throw error
+                if node.isDirectory {
+                    after = Placement(layers: [upper.index] + before.layers, paths: [.same] + before.paths)
+                }
+                // A lower file that now only lends its data: its blocks are what stat shows.
+                if var d = after.data, before.data == nil {
+                    d.blocks = Int64(try resolver.withDirectory(parent, in: from) { (fd: Int32) throws(Errno) -> stat in try Sys.stat(fd, name) }.st_blocks)
+                    after.data = d
+                }
+                nodes.update(node, after)
+                if !node.isDirectory { nodes.separate(node) }
+                if events.isEnabled {
+                    events.record(.copyUp(path: displayPath(node.id), layer: layers[from].label,
+                                          bytes: bytes, micros: Clock.microseconds() - start))
+                }
             }
-            nodes.update(node, layers: node.isDirectory ? [upper.index] + stack : [upper.index])
-            if !node.isDirectory { nodes.separate(node) }
-            if events.isEnabled {
-                events.record(.copyUp(path: displayPath(node.id), layer: layers[stack[0]].label,
-                                      bytes: bytes, micros: Clock.microseconds() - start))
-            }
+        }
+        // A metacopy file gets its data at its first write (or is emptied by O_TRUNC).
+        if data != .metadata, nodes.locked({ node.data != nil }) {
+            try copyUpData(node, truncated: data == .truncated)
         }
     }
 
     /// Copies up the object at `name` in `parent`, through its node when the kernel holds one.
-    func copyUpNamed(_ parent: Node, _ name: Name) throws(Errno) {
-        if let n = nodes.child(parent, name) { return try copyUp(n) }
+    func copyUpNamed(_ parent: Node, _ name: Name, metadataOnly: Bool = false) throws(Errno) {
+        if let n = nodes.child(parent, name) { return metadataOnly ? try copyUpMetadata(n) : try copyUp(n) }
         let (upper, work, _) = try requireUpper()
         guard let r = try resolver.resolve(parent, name), r.layers[0] != upper.index else { return }
         try copyUp(parent)
-        _ = try copyUpEntry(parent: parent, name: name, from: r.layers[0], upper: upper, work: work, withData: true)
+        _ = try copyUpEntry(parent: parent, name: name, from: r.layers[0], upper: upper, work: work,
+                            data: .full, node: nil, dataSource: r.data)
     }
 
     /// Copies `name` of `parent` from layer `from` into upper (whose parent must exist).
+    /// A metacopy's data comes from `dataSource`, not from its own (empty) lower copy.
     /// Returns the bytes of data copied.
     private func copyUpEntry(parent: Node, name: Name, from: Int, upper: Layer, work: WorkDir,
-                             withData: Bool) throws(Errno) -> Int64 {
+                             data: CopyUpData, node: Node?, dataSource: DataSource?) throws(Errno) -> Int64 {
         let copier = Copier(skipSync: config.skipSync, format: format, upper: upper)
+        let dataFD: Int32?
+        if data == .full, let dataSource {
+            if let node { dataFD = try resolver.openData(node, O_RDONLY) } else { dataFD = try resolver.openData(dataSource, O_RDONLY).0 }
+        } else {
+            dataFD = nil
+        }
+        defer { dataFD.map(Sys.close) }
         return try resolver.withDirectory(parent, in: from) { (srcDir: Int32) throws(Errno) -> Int64 in
             try resolver.withDirectory(parent, in: upper.index) { (dstDir: Int32) throws(Errno) -> Int64 in
                 // The owner and mode as shown: the source layer's xattr may hold them.
@@ -65,7 +120,7 @@ extension Union {
                 let tmp = work.tempName()
                 let parentTimes = try Sys.fstat(dstDir)
                 do throws(Errno) {
-                    let bytes = try copier.stage(srcDir, name, st, into: work.fd, tmp, withData: withData)
+                    let bytes = try copier.stage(srcDir, name, st, into: work.fd, tmp, data: data, dataFD: dataFD)
                     // Never over whatever upper holds now: if the name was removed meanwhile,
                     // its whiteout must win, not the copy.
                     try Sys.rename(work.fd, tmp, dstDir, name, flags: Sys.renameNoReplace)
@@ -78,6 +133,48 @@ extension Union {
                     try? Sys.unlink(work.fd, tmp, directory: st.isDirectory)
                     throw error.rawValue == EEXIST ? Errno.noEntry : error
                 }
+            }
+        }
+    }
+
+    /// Fills a metacopy file's upper copy with its data, then drops the mark: the
+    /// kernel's ovl_copy_up_meta_inode_data. In place, so hard links keep one inode;
+    /// until the mark goes the view reads the lower data, so a crash in between leaves a
+    /// metacopy, never a half-filled file on show. `truncated`: the file is about to be
+    /// emptied, no data is copied.
+    func copyUpData(_ node: Node, truncated: Bool) throws(Errno) {
+        try node.copyUpLock.withLock { (_: inout Void) throws(Errno) in
+            guard nodes.locked({ node.data != nil }) else { return }
+            guard let upper else { throw Errno.readOnly }
+            let start = Clock.microseconds()
+            let dst: Int32
+            if let kept = orphan(node) {
+                dst = try Sys.openProc(kept, O_WRONLY)
+            } else {
+                dst = try resolver.withEntry(node) { (dir: Int32, name: Name) throws(Errno) -> Int32 in try Sys.openAt(dir, name, O_WRONLY) }
+            }
+            defer { Sys.close(dst) }
+            let size = Int64(try Sys.fstat(dst).st_size)
+            var bytes: Int64 = 0
+            if !truncated && size > 0 {
+                // Writing the data drops security.capability: put it back, as the kernel does.
+                let capability = try Sys.getxattrIfPresent(.fd(dst), Copier.capabilityXattr)
+                let src = try resolver.openData(node, O_RDONLY)
+                defer { Sys.close(src) }
+                let copier = Copier(skipSync: config.skipSync, format: format, upper: upper)
+                bytes = try copier.copyData(from: src, to: dst, size: size)
+                if !config.skipSync { try Sys.fsync(dst) }
+                if let capability { try Sys.setxattr(dst, Copier.capabilityXattr, capability) }
+            }
+            do throws(Errno) {
+                try Sys.removexattr(.fd(dst), format.metacopyXattr)
+            } catch where error.rawValue == ENODATA {
+                // Already a full copy (another mount filled it): nothing to drop.
+            }
+            nodes.locked { node.data = nil }
+            if events.isEnabled {
+                events.record(.copyUp(path: displayPath(node.id), layer: "metacopy data",
+                                      bytes: bytes, micros: Clock.microseconds() - start))
             }
         }
     }
@@ -95,20 +192,37 @@ struct Copier {
     /// copy_file_range's set-up.
     static let smallFile: Int64 = 256 << 10
 
-    /// Builds a copy of `srcDir/name` at `workFD/tmp`, complete with metadata.
+    static let capabilityXattr: Name = "security.capability"
+
+    /// Builds a copy of `srcDir/name` at `workFD/tmp`, complete with metadata. A regular
+    /// file's data comes from `dataFD` when given (a lower metacopy's data), else from
+    /// the file itself; with `.metadata` the copy is a metacopy: the right size, no data
+    /// blocks, marked `overlay.metacopy`.
     func stage(_ srcDir: Int32, _ name: Name, _ st: stat, into workFD: Int32, _ tmp: Name,
-               withData: Bool) throws(Errno) -> Int64 {
+               data: Union.CopyUpData, dataFD: Int32? = nil) throws(Errno) -> Int64 {
         switch st.fileType {
         case S_IFDIR:
             try Sys.mkdir(workFD, tmp, 0o700)
         case S_IFREG:
-            let src = try Sys.openAt(srcDir, name, O_RDONLY)
+            let src = try Sys.openAt(srcDir, name, data == .full && dataFD == nil ? O_RDONLY : O_PATH)
             defer { Sys.close(src) }
             let dst = try Sys.openAt(workFD, tmp, O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
             defer { Sys.close(dst) }
-            let bytes = withData ? try copyData(from: src, to: dst, size: Int64(st.st_size)) : 0
-            try copyMetadata(st, fromFD: src, toFD: dst, workFD, tmp)
-            if !skipSync { try Sys.fsync(dst) }
+            var bytes: Int64 = 0
+            switch data {
+            case .full:
+                bytes = try copyData(from: dataFD ?? src, to: dst, size: Int64(st.st_size))
+                // A metacopy's size is its own (ovl_set_size), whatever its data file holds.
+                if dataFD != nil { try Sys.truncate(dst, Int64(st.st_size)) }
+            case .truncated: break
+            case .metadata: try Sys.truncate(dst, Int64(st.st_size))
+            }
+            // The kernel's empty metacopy value: no fs-verity digest.
+            let marks: [(Name, [UInt8])] = data == .metadata ? [(format.metacopyXattr, [])] : []
+            try copyMetadata(st, fromFD: src, toFD: dst, workFD, tmp, marks: marks)
+            // Like the kernel's, a metadata-only copy is not fsynced: that is what makes
+            // chown -R cheap; the rename into place still comes after the whole copy.
+            if !skipSync && data != .metadata { try Sys.fsync(dst) }
             return bytes
         case S_IFLNK:
             try Sys.symlink(try Sys.readlink(srcDir, name), workFD, tmp)
@@ -125,7 +239,8 @@ struct Copier {
     /// must come after chown too), then times, which every other change disturbs.
     /// In an upper that keeps owners in an xattr, the inode stays the daemon's and the
     /// owner and mode are written to the xattr after the others.
-    private func copyMetadata(_ st: stat, fromFD src: Int32, toFD dst: Int32?, _ workFD: Int32, _ tmp: Name) throws(Errno) {
+    private func copyMetadata(_ st: stat, fromFD src: Int32, toFD dst: Int32?, _ workFD: Int32, _ tmp: Name,
+                              marks: [(Name, [UInt8])] = []) throws(Errno) {
         let inXattr = upper.keepsOwnerInXattr(st.fileType)
         if !inXattr {
             do throws(Errno) {
@@ -142,6 +257,7 @@ struct Copier {
             if let dst { target = dst } else { target = try Sys.openAt(workFD, tmp, O_PATH) }
             defer { if dst == nil { Sys.close(target) } }
             try copyXattrs(from: src, to: target)
+            for (n, v) in marks { try Sys.setxattr(target, n, v) }
             if inXattr { try upper.writeOwnerXattr(.fd(target), OwnerXattr.Value(uid: st.st_uid, gid: st.st_gid, mode: st.st_mode)) }
         }
         try Sys.utimensAt(workFD, tmp, (st.st_atim, st.st_mtim))

@@ -19,6 +19,9 @@ public final class Layer: Sendable {
     /// The xattr this layer keeps its objects' real owners and modes in (`OwnerXattr`);
     /// nil for an ordinary layer.
     public let ownerXattr: Name?
+    /// A data-only layer (`lowerdir=...::DATA`): never visible by name, it only holds the
+    /// data of metacopy files that an absolute redirect points into.
+    public let isDataOnly: Bool
 
     public var isUpper: Bool { role == .upper }
 
@@ -26,7 +29,7 @@ public final class Layer: Sendable {
     public var label: String {
         switch role {
         case .upper: return "upper"
-        case .lower(let n): return "lower \(n)"
+        case .lower(let n): return isDataOnly ? "data \(n)" : "lower \(n)"
         }
     }
 
@@ -35,7 +38,7 @@ public final class Layer: Sendable {
 
     /// Takes `fd`, the layer's root (see PrivateMount), or opens `path` itself. The
     /// owner xattr is the one the root carries, or what `ownerXattr` chooses from it.
-    public init(role: Role, index: Int, path: [UInt8], fd opened: Int32? = nil,
+    public init(role: Role, index: Int, path: [UInt8], fd opened: Int32? = nil, dataOnly: Bool = false,
                 ownerXattr choose: (Name?) -> Name? = { $0 }) throws(Errno) {
         let fd: Int32
         if let opened { fd = opened } else { fd = try PrivateMount.openDirectories([path], flags: [O_PATH])[0] }
@@ -52,6 +55,7 @@ public final class Layer: Sendable {
         self.device = UInt64(st.st_dev)
         self.rootIno = UInt64(st.st_ino)
         self.ownerXattr = choose(detected)
+        self.isDataOnly = dataOnly
     }
 
     deinit { Sys.close(rootFD) }

@@ -18,6 +18,16 @@ public struct MarkerFormat: Sendable, Equatable, CustomStringConvertible {
     }
 
     public var opaqueXattr: Name { xattrNamespace == .user ? Markers.userOpaque : Markers.trustedOpaque }
+    /// The overlay's own xattr `overlay.NAME` in this format's namespace: where redirects,
+    /// metacopy marks and xattr whiteouts are read and written. (Only opaque marks are read
+    /// in both namespaces: a lower layer's owner can set `user.*`, and a redirect or
+    /// metacopy mark there must not steer a privileged mount, as in the kernel.)
+    public func overlayXattr(_ name: String) -> Name {
+        Name(((xattrNamespace == .user ? "user.overlay." : "trusted.overlay.") + name).utf8)
+    }
+    public var redirectXattr: Name { overlayXattr("redirect") }
+    public var metacopyXattr: Name { overlayXattr("metacopy") }
+    public var whiteoutXattr: Name { overlayXattr("whiteout") }
     public var description: String { "whiteout=\(whiteout.rawValue), xattr=\(xattrNamespace.rawValue).overlay.*" }
 }
 
@@ -94,6 +104,57 @@ public enum Markers {
     }
 
     static func isOpaqueValue(_ v: [UInt8]?) -> Bool { v == [UInt8(ascii: "y")] }
+
+    /// What a directory's `overlay.opaque` says: `y` hides the layers below; `x` (Linux
+    /// 6.7+, only in a lower layer) marks a directory whose zero-size files carrying
+    /// `overlay.whiteout` are whiteouts, and hides nothing.
+    enum DirectoryMark: Equatable { case plain, opaque, xattrWhiteouts }
+
+    /// The mark of directory `name` in `dir`, and whether it carries a redirect. `y` counts
+    /// in both namespaces (as `isOpaque`), `x` and the redirect only in the mount's. One
+    /// listxattr first: most directories carry none of these, and then nothing more is asked.
+    static func directoryMark(in dir: Int32, _ name: Name, format: MarkerFormat, isUpper: Bool)
+        throws(Errno) -> (mark: DirectoryMark, hasRedirect: Bool) {
+        let target = Sys.XattrTarget.entry(dir, name)
+        let names = try Sys.listxattr(target)
+        var mark = DirectoryMark.plain
+        for x in [format.opaqueXattr, format.opaqueXattr == trustedOpaque ? userOpaque : trustedOpaque] where names.contains(x) {
+            let v = try Sys.getxattrIfPresent(target, x)
+            if isOpaqueValue(v) { return (.opaque, false) }
+            if v == [UInt8(ascii: "x")] && x == format.opaqueXattr && !isUpper { mark = .xattrWhiteouts }
+        }
+        if try Sys.statIfPresent(dir, name + "/" + ociOpaqueName) != nil { return (.opaque, false) }
+        return (mark, names.contains(format.redirectXattr))
+    }
+
+    /// Whether directory `fd` (O_PATH) is marked `overlay.opaque=x` in the mount's namespace.
+    static func hasXattrWhiteouts(directory fd: Int32, format: MarkerFormat) throws(Errno) -> Bool {
+        try Sys.getxattrIfPresent(.fd(fd), format.opaqueXattr) == [UInt8(ascii: "x")]
+    }
+
+    /// Whether `name` in `dir` (of stat `st`) is an xattr whiteout (Linux 6.7+): a zero-size
+    /// regular file carrying `overlay.whiteout`. The kernel's lookup honours one anywhere.
+    static func isXattrWhiteout(in dir: Int32, _ name: Name, _ st: stat, format: MarkerFormat) throws(Errno) -> Bool {
+        guard st.fileType == S_IFREG && st.st_size == 0 else { return false }
+        return try Sys.getxattrIfPresent(.entry(dir, name), format.whiteoutXattr) != nil
+    }
+
+    /// The redirect of `name` in `dir`, nil when it has none; EINVAL when malformed.
+    static func redirect(in dir: Int32, _ name: Name, format: MarkerFormat) throws(Errno) -> Redirect? {
+        guard let v = try Sys.getxattrIfPresent(.entry(dir, name), format.redirectXattr) else { return nil }
+        return try Redirect(parsing: v)
+    }
+
+    /// Whether regular file `name` in `dir` is a metacopy: its data lives in a lower layer.
+    static func isMetacopy(in dir: Int32, _ name: Name, format: MarkerFormat) throws(Errno) -> Bool {
+        do throws(Errno) {
+            return try Sys.getxattrIfPresent(.entry(dir, name), format.metacopyXattr) != nil
+        } catch where error.rawValue == EACCES && format.xattrNamespace == .user {
+            // user.* of a file we may not read: the kernel ignores the error too (a user
+            // could not have written the mark there either).
+            return false
+        }
+    }
 
     /// Whether the directory open at `fd` (O_PATH) hides the layers below it. An xattr or
     /// marker that cannot be read is an error, never "not opaque": that would let the

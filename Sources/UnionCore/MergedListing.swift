@@ -38,10 +38,11 @@ public struct MergedListing {
 
     public init() {}
 
-    /// Adds one layer's raw entries. `isWhiteoutDevice` is asked only for character
-    /// devices; its errors end the listing (an unreadable whiteout is not "absent").
-    public mutating func add(layer: Int, isUpper: Bool, entries: [RawEntry],
-                             isWhiteoutDevice: (Name) throws(Errno) -> Bool) throws(Errno) {
+    /// Adds one layer's raw entries. `isWhiteout` is asked only for character devices, and
+    /// for regular files when `regularWhiteouts` (a directory marked for xattr whiteouts);
+    /// its errors end the listing (an unreadable whiteout is not "absent").
+    public mutating func add(layer: Int, isUpper: Bool, entries: [RawEntry], regularWhiteouts: Bool = false,
+                             isWhiteoutDevice isWhiteout: (Name) throws(Errno) -> Bool) throws(Errno) {
         if layer < 64 && !entries.contains(where: { Markers.isOCIMarkerName($0.name) }) {
             markerFreeLayers |= 1 << UInt64(layer)
         }
@@ -53,7 +54,7 @@ public struct MergedListing {
                 continue
             }
             if Markers.isOCIMarkerName(e.name) { continue }
-            if e.type == UInt8(DT_CHR), try isWhiteoutDevice(e.name) {
+            if e.type == UInt8(DT_CHR) || (regularWhiteouts && e.type == UInt8(DT_REG)), try isWhiteout(e.name) {
                 whiteouts.append(e.name)
                 continue
             }

@@ -15,6 +15,12 @@ public final class Node: @unchecked Sendable {  // mutable fields guarded by Nod
     /// Layers that hold this entry, top first. For a directory: every layer it merges
     /// from, ending at an opaque one; for anything else: the single layer that wins.
     public internal(set) var layers: [Int]
+    /// Where the entry is in each of `layers` (see `Placement`).
+    var paths: [LayerPath]
+    /// The upper copy's own `overlay.redirect`, nil when it has none.
+    var redirect: Redirect?
+    /// For a metacopy file: the lower file holding its data.
+    var data: DataSource?
     /// The inode number reported for this entry; stable for the node's lifetime.
     public let ino: UInt64
     var lookups: UInt64 = 0
@@ -38,17 +44,37 @@ public final class Node: @unchecked Sendable {  // mutable fields guarded by Nod
     /// Serialises copy-up of this node so that no file is copied twice.
     let copyUpLock = Mutex<Void>(())
 
-    init(id: UInt64, parent: Node?, name: Name, type: mode_t, layers: [Int], ino: UInt64) {
+    init(id: UInt64, parent: Node?, name: Name, type: mode_t, placement: Placement, ino: UInt64) {
         self.id = id
         self.parent = parent
         self.name = name
         self.type = type
-        self.layers = layers
+        self.layers = placement.layers
+        self.paths = placement.paths
+        self.redirect = placement.redirect
+        self.data = placement.data
         self.ino = ino
     }
 
     public var isDirectory: Bool { type == S_IFDIR }
     public var topLayer: Int { layers[0] }
+
+    /// Read with the table locked.
+    var placement: Placement { Placement(layers: layers, paths: paths, redirect: redirect, data: data) }
+
+    /// Sets what a lookup found; with the table locked.
+    func place(_ p: Placement) {
+        layers = p.layers
+        paths = p.paths
+        redirect = p.redirect
+        data = p.data
+    }
+
+    /// Where the entry is in `layer` (`.same` for a layer it does not merge); table locked.
+    func path(in layer: Int) -> LayerPath {
+        guard let i = layers.firstIndex(of: layer) else { return .same }
+        return paths[i]
+    }
 }
 
 public struct InodeKey: Hashable, Sendable {
@@ -76,7 +102,7 @@ public final class NodeTable: Sendable {
     public let root: Node
 
     public init(rootLayers: [Int], rootIno: UInt64) {
-        root = Node(id: NodeTable.rootID, parent: nil, name: Name(), type: S_IFDIR, layers: rootLayers, ino: rootIno)
+        root = Node(id: NodeTable.rootID, parent: nil, name: Name(), type: S_IFDIR, placement: Placement(layers: rootLayers), ino: rootIno)
         root.lookups = 1
         state.withLock { $0.byID[NodeTable.rootID] = root }
     }
@@ -106,11 +132,11 @@ public final class NodeTable: Sendable {
     /// Records a kernel lookup of `name` in `parent`: reuses the node already known
     /// there (refreshing what it resolves to), or the node of the same hard-linked
     /// file under another name, or makes a new one.
-    public func remember(parent: Node, name: Name, type: mode_t, layers: [Int], key: InodeKey? = nil,
+    public func remember(parent: Node, name: Name, type: mode_t, placement: Placement, key: InodeKey? = nil,
                          ino: () -> UInt64) -> Node {
         state.withLock { s in
             if let n = parent.children[name], n.type == type {
-                n.layers = layers
+                n.place(placement)
                 n.lookups += 1
                 return n
             }
@@ -121,7 +147,7 @@ public final class NodeTable: Sendable {
                 n.lookups += 1
                 return n
             }
-            let n = Node(id: s.nextID, parent: parent, name: name, type: type, layers: layers, ino: ino())
+            let n = Node(id: s.nextID, parent: parent, name: name, type: type, placement: placement, ino: ino())
             s.nextID += 1
             n.lookups = 1
             Self.unlockedUnlink(parent, name)
@@ -251,11 +277,28 @@ public final class NodeTable: Sendable {
         }
     }
 
-    /// Updates where a node resolves after copy-up or a create over it.
-    public func update(_ node: Node, layers: [Int], type: mode_t? = nil) {
+    /// Updates where a node resolves after a copy-up, a rename or a create over it.
+    public func update(_ node: Node, _ placement: Placement, type: mode_t? = nil) {
         state.withLock { _ in
-            node.layers = layers
+            node.place(placement)
             if let type { node.type = type }
+        }
+    }
+
+    /// The node now has an upper copy under its own name, on top of what it had (a
+    /// directory keeps merging its lower copies; anything else now lives in upper alone,
+    /// a metacopy file keeping its lower data).
+    func copiedUp(_ node: Node, upper: Int, keepData: Bool) {
+        state.withLock { _ in
+            if node.isDirectory {
+                node.layers.insert(upper, at: 0)
+                node.paths.insert(.same, at: 0)
+            } else {
+                node.layers = [upper]
+                node.paths = [.same]
+                if !keepData { node.data = nil }
+            }
+            node.redirect = nil
         }
     }
 
@@ -267,4 +310,5 @@ public final class NodeTable: Sendable {
             s.byID.values.flatMap { p in p.children.map { (p, $0.key, $0.value) } }
         }
     }
+    public func placement(of node: Node) -> Placement { state.withLock { _ in node.placement } }
 }

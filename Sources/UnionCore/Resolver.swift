@@ -4,9 +4,18 @@ import Glibc
 struct Resolution {
     var type: mode_t
     var layers: [Int]
+    /// Where the name is in each of `layers` (see `LayerPath`).
+    var paths: [LayerPath]
+    /// The stat of the top copy (for a metacopy file, with the blocks of its data).
     var stat: stat
     /// st_ino of the topmost lower-layer copy, which the kernel reports for merged objects.
     var lowerIno: UInt64?
+    /// The upper copy's own redirect.
+    var redirect: Redirect?
+    /// For a metacopy file: where its data is.
+    var data: DataSource?
+
+    var placement: Placement { Placement(layers: layers, paths: paths, redirect: redirect, data: data) }
 }
 
 /// What the resolver decided in one layer while resolving a name: `inspect` prints
@@ -18,7 +27,8 @@ public enum ResolveDecision: Sendable {
     case absentKnownMarkerFree
     /// A `.wh.NAME` file: the name and every layer below are hidden.
     case ociWhiteout
-    /// A 0/0 character device: the name and every layer below are hidden.
+    /// A 0/0 character device, or a zero-size file with `overlay.whiteout`: the name and
+    /// every layer below are hidden.
     case whiteout
     /// The topmost object of the name: it decides the type.
     case wins(stat)
@@ -28,6 +38,13 @@ public enum ResolveDecision: Sendable {
     case opaque
     /// A non-directory below a merged directory: the merge stops here, unmerged.
     case endsMerge(stat)
+    /// The copy here carries `overlay.redirect`: the layers below are searched under
+    /// this name (relative) or path (absolute) instead.
+    case redirect([UInt8])
+    /// The copy here is a metacopy: its metadata shows, its data is looked up below.
+    case metacopy
+    /// The lower file that holds the data of the metacopy above.
+    case data(stat)
 }
 
 /// Finds which layers serve a name: the lookup rules of the kernel's overlayfs.
@@ -43,6 +60,11 @@ final class Resolver: Sendable {
     let nodes: NodeTable
     let diagnostics: Diagnostics
     let watch: LowerWatch?
+    /// The format whose `overlay.*` names are read (redirect, metacopy, xattr whiteouts).
+    let format: MarkerFormat
+    let redirectMode: RedirectMode
+    let metacopy: Bool
+    let dataLayers: [Int]
     private let dirCache = DirectoryFDCache(limit: Resolver.directoryCacheLimit())
 
     /// Cached directory descriptors may use a quarter of the open-file limit, and at most
@@ -55,11 +77,16 @@ final class Resolver: Sendable {
         return Int(min(4096, max(8, soft / 4)))
     }
 
-    init(layers: [Layer], nodes: NodeTable, diagnostics: Diagnostics, watch: LowerWatch? = nil) {
+    init(layers: [Layer], nodes: NodeTable, diagnostics: Diagnostics, watch: LowerWatch? = nil,
+         format: MarkerFormat = MarkerFormat(), redirectMode: RedirectMode = .off, metacopy: Bool = false) {
         self.layers = layers
         self.nodes = nodes
         self.diagnostics = diagnostics
         self.watch = watch
+        self.format = format
+        self.redirectMode = redirectMode
+        self.metacopy = metacopy
+        self.dataLayers = layers.filter(\.isDataOnly).map(\.index)
     }
 
     // MARK: directory descriptors
@@ -69,17 +96,20 @@ final class Resolver: Sendable {
     func withDirectory<T>(_ node: Node, in layer: Int, _ body: (Int32) throws(Errno) -> T) throws(Errno) -> T {
         if let fd = dirCache.get(node.id, layer) { return try body(fd) }
         if node.id == NodeTable.rootID { return try body(layers[layer].rootFD) }
-        // One component at a time from the parent's descriptor: never a path longer than a
-        // name, so trees deeper than PATH_MAX work, and each step refuses symlinks.
-        let (parent, name) = nodes.locked { (node.parent, node.name) }
-        guard let parent else { throw Errno.noEntry }
-        let fd: Int32 = try withDirectory(parent, in: layer) { (pfd: Int32) throws(Errno) -> Int32 in
-            do throws(Errno) {
-                return try Sys.openAt(pfd, name, O_PATH | O_DIRECTORY)
-            } catch where error.rawValue == ENOTDIR || error.rawValue == ELOOP {
-                // A non-directory (O_NOFOLLOW refuses a symlink with ELOOP) where the
-                // directory was: it is not in this layer any more.
-                throw Errno.noEntry
+        let (parent, name, path) = nodes.locked { (node.parent, node.name, node.path(in: layer)) }
+        let fd: Int32
+        switch path {
+        case .absolute(let parts):
+            // Redirected from the layer root: never through the parent's copy.
+            fd = try openBeneath(layer, parts, O_PATH | O_DIRECTORY)
+        case .same, .named:
+            guard let parent else { throw Errno.noEntry }
+            let entry: Name
+            if case .named(let n) = path { entry = n } else { entry = name }
+            // One component at a time from the parent's descriptor: never a path longer than a
+            // name, so trees deeper than PATH_MAX work, and each step refuses symlinks.
+            fd = try withDirectory(parent, in: layer) { (pfd: Int32) throws(Errno) -> Int32 in
+                try Self.openDirectoryEntry(pfd, entry, O_PATH | O_DIRECTORY)
             }
         }
         // Watched before anything in it is read: an edit after this point is reported.
@@ -87,6 +117,41 @@ final class Resolver: Sendable {
         if dirCache.put(node.id, layer, fd) { return try body(fd) }
         defer { Sys.close(fd) }
         return try body(fd)
+    }
+
+    /// Opens directory `name` of `dir`; a non-directory (O_NOFOLLOW refuses a symlink with
+    /// ELOOP) where the directory was means it is not in this layer any more: ENOENT.
+    static func openDirectoryEntry(_ dir: Int32, _ name: Name, _ flags: Int32) throws(Errno) -> Int32 {
+        do throws(Errno) {
+            return try Sys.openAt(dir, name, flags)
+        } catch where error.rawValue == ENOTDIR || error.rawValue == ELOOP {
+            throw Errno.noEntry
+        }
+    }
+
+    /// Opens the object at `parts` from the root of `layer`, one name at a time, following
+    /// no symlink (a redirect's path can never lead out of its layer); the last component
+    /// with `flags`, those before it as directories. ENOENT when a component is missing or
+    /// not a directory.
+    func openBeneath(_ layer: Int, _ parts: [Name], _ flags: Int32) throws(Errno) -> Int32 {
+        guard let last = parts.last else { return try Sys.reopen(layers[layer].rootFD, flags) }
+        var dir = layers[layer].rootFD
+        var owned: Int32?
+        defer { owned.map(Sys.close) }
+        for part in parts.dropLast() {
+            if Redirect.isDotName(part) { throw Errno.access }
+            let next = try Self.openDirectoryEntry(dir, part, O_PATH | O_DIRECTORY)
+            owned.map(Sys.close)
+            owned = next
+            dir = next
+        }
+        if Redirect.isDotName(last) { throw Errno.access }
+        if flags & O_DIRECTORY != 0 { return try Self.openDirectoryEntry(dir, last, flags) }
+        do throws(Errno) {
+            return try Sys.openAt(dir, last, flags)
+        } catch where error.rawValue == ENOTDIR {
+            throw Errno.noEntry
+        }
     }
 
     /// Runs `body` with the directory that holds `node` in its top layer, and its name.
@@ -107,15 +172,23 @@ final class Resolver: Sendable {
         }
     }
 
-    /// A readable descriptor of directory `name` of `parent` in layer `li`; nil only where
-    /// the layer has no directory of that name.
-    func openForListing(_ parent: Node, _ name: Name, in li: Int) throws(Errno) -> Int32? {
-        try ifPresent { () throws(Errno) -> Int32 in
-            try withDirectory(parent, in: li) { (fd: Int32) throws(Errno) -> Int32 in
-                do throws(Errno) {
-                    return try Sys.openAt(fd, name, O_RDONLY | O_DIRECTORY)
-                } catch where error.rawValue == ELOOP {
-                    throw Errno.notDirectory
+    /// A readable descriptor of directory `name` of `parent`, resolved as `r`, in its
+    /// `i`th layer; nil only where that layer has no such directory.
+    func openForListing(_ parent: Node, _ name: Name, _ r: Resolution, at i: Int) throws(Errno) -> Int32? {
+        let li = r.layers[i]
+        return try ifPresent { () throws(Errno) -> Int32 in
+            switch r.paths[i] {
+            case .absolute(let parts):
+                return try openBeneath(li, parts, O_RDONLY | O_DIRECTORY)
+            case .same, .named:
+                let entry: Name
+                if case .named(let n) = r.paths[i] { entry = n } else { entry = name }
+                return try withDirectory(parent, in: li) { (fd: Int32) throws(Errno) -> Int32 in
+                    do throws(Errno) {
+                        return try Sys.openAt(fd, entry, O_RDONLY | O_DIRECTORY)
+                    } catch where error.rawValue == ELOOP {
+                        throw Errno.notDirectory
+                    }
                 }
             }
         }
@@ -125,79 +198,6 @@ final class Resolver: Sendable {
     func forget(_ id: UInt64) { dirCache.drop(id) }
 
     func releaseAll() { dirCache.dropAll() }
-
-    // MARK: resolution
-
-    /// Looks `name` up top-down through the layers `dir` merges from (or `only` those).
-    /// `observe`, when given, hears every decision, layer by layer.
-    func resolve(_ dir: Node, _ name: Name, layers only: [Int]? = nil,
-                 observe: ((Int, ResolveDecision) -> Void)? = nil) throws(Errno) -> Resolution? {
-        if Markers.isOCIMarkerName(name) { return nil }
-        var found: Resolution?
-        let stack = only ?? nodes.layers(of: dir)
-        for li in stack {
-            let stop: Bool
-            do throws(Errno) {
-                stop = try withDirectory(dir, in: li) { (dfd: Int32) throws(Errno) -> Bool in
-                    try step(dir, dfd, li, name, last: li == stack.last, &found, observe)
-                }
-            } catch where error.meansAbsent {
-                // The directory itself went missing from this layer (removed behind the mount).
-                observe?(li, .absent)
-                continue
-            } catch {
-                report(error, dir, name, li)
-                throw error
-            }
-            if stop { break }
-        }
-        return found
-    }
-
-    /// One layer of `resolve`: true when the layers below are not consulted.
-    private func step(_ dir: Node, _ dfd: Int32, _ li: Int, _ name: Name, last: Bool,
-                      _ found: inout Resolution?, _ observe: ((Int, ResolveDecision) -> Void)?) throws(Errno) -> Bool {
-        guard let st = try Sys.statIfPresent(dfd, name) else {
-            // Absent here: an OCI whiteout in this layer still hides the layers below
-            // (unless a listing showed this directory has no OCI markers at all).
-            if nodes.locked({ dir.markerFree & (1 << UInt64(li)) != 0 }) {
-                observe?(li, .absentKnownMarkerFree)
-                return false
-            }
-            let hidden = try Markers.hasOCIWhiteout(dir: dfd, name: name)
-            observe?(li, hidden ? .ociWhiteout : .absent)
-            return hidden
-        }
-        if st.isWhiteoutDevice {
-            observe?(li, found == nil ? .whiteout : .endsMerge(st))
-            return true
-        }
-        if var r = found {
-            guard st.isDirectory else {
-                observe?(li, .endsMerge(st))
-                return true
-            }
-            r.layers.append(li)
-            if r.lowerIno == nil && !layers[li].isUpper { r.lowerIno = UInt64(st.st_ino) }
-            found = r
-            observe?(li, .merges(st))
-        } else {
-            // The winner's stat is what the kernel is shown: with the owner and mode its
-            // layer may keep in an xattr.
-            let shown = try layers[li].withOwnerXattr(st, .entry(dfd, name))
-            found = Resolution(type: st.fileType, layers: [li], stat: shown,
-                               lowerIno: layers[li].isUpper ? nil : UInt64(st.st_ino))
-            observe?(li, .wins(shown))
-            guard st.isDirectory else { return true }
-        }
-        // Opacity only matters when there is a layer below to hide.
-        if last { return true }
-        if try Markers.isOpaque(in: dfd, name) {
-            observe?(li, .opaque)
-            return true
-        }
-        return false
-    }
 
     /// Whether any layer below upper in `parent`'s stack shows `name`: if so, removing
     /// it from upper must leave a whiteout, and a directory made there must be opaque.
@@ -212,7 +212,7 @@ final class Resolver: Sendable {
         try withDirectory(parent, in: li) { (dfd: Int32) throws(Errno) -> Bool in try Markers.isOpaque(in: dfd, name) }
     }
 
-    private func report(_ error: Errno, _ dir: Node, _ name: Name, _ li: Int) {
+    func report(_ error: Errno, _ dir: Node, _ name: Name, _ li: Int) {
         let path = Bytes.display(Bytes.join((nodes.path(of: dir) ?? []) + [name]))
         diagnostics.report("lookup of /\(path) in \(layers[li].label) \(layers[li].displayPath): \(error)")
     }
@@ -239,8 +239,15 @@ final class Resolver: Sendable {
                 }
                 raw.append(.init(name: name, type: type, ino: ino))
             }
-            try listing.add(layer: li, isUpper: layers[li].isUpper, entries: raw) { (name: Name) throws(Errno) -> Bool in
-                try Sys.statIfPresent(statFD, name)?.isWhiteoutDevice ?? false
+            // Linux 6.7+: in a lower directory marked opaque=x, zero-size files carrying
+            // overlay.whiteout are whiteouts too.
+            var xattrWhiteouts = false
+            if !layers[li].isUpper { xattrWhiteouts = try Markers.hasXattrWhiteouts(directory: statFD, format: format) }
+            try listing.add(layer: li, isUpper: layers[li].isUpper, entries: raw, regularWhiteouts: xattrWhiteouts) {
+                (name: Name) throws(Errno) -> Bool in
+                guard let st = try Sys.statIfPresent(statFD, name) else { return false }
+                if st.isWhiteoutDevice { return true }
+                return xattrWhiteouts ? try Markers.isXattrWhiteout(in: statFD, name, st, format: format) : false
             }
         }
         return listing

@@ -14,7 +14,7 @@ extension Union {
                 throw Errno.permission
             }
         }
-        try copyUp(n, withData: change.size != 0)
+        if change.size == nil { try copyUpMetadata(n) } else { try copyUp(n, withData: change.size != 0) }
         var uid: uid_t = UInt32.max, gid: gid_t = UInt32.max
         if let u = change.uid { guard let h = config.uidMap.toHost(u) else { throw Errno.invalid }; uid = h }
         if let g = change.gid { guard let h = config.gidMap.toHost(g) else { throw Errno.invalid }; gid = h }

@@ -60,7 +60,12 @@ extension Union {
                         }
                     }
                 }
-                if type == S_IFDIR && v.hidesLower { try markers.markOpaque(dir, entry, path: displayPath(parentID, child: name)) }
+                // With redirect_dir=on the kernel also makes every new directory in a merged
+                // parent opaque (ovl_create_upper): lookups below it never search the lowers.
+                let merged = config.redirectDir.creates && nodes.layers(of: parent).contains { !layers[$0].isUpper }
+                if type == S_IFDIR && (v.hidesLower || merged) {
+                    try markers.markOpaque(dir, entry, path: displayPath(parentID, child: name))
+                }
                 if v.deviceWhiteout {
                     if type == S_IFDIR {
                         // A directory cannot be renamed over a device: swap, then drop the whiteout.
@@ -77,7 +82,7 @@ extension Union {
             if v.ociWhiteout { try markers.clearOCIWhiteout(dfd, name) }
             return try upper.withOwnerXattr(try Sys.stat(dfd, name), .entry(dfd, name))
         }
-        let n = nodes.remember(parent: parent, name: name, type: st.fileType, layers: [upper.index]) {
+        let n = nodes.remember(parent: parent, name: name, type: st.fileType, placement: .only(upper.index)) {
             presenter.mapIno(UInt64(st.st_ino), layer: upper.index)
         }
         return (n, present(n, st))
@@ -123,7 +128,10 @@ extension Union {
         let src = try node(id)
         guard !src.isDirectory else { throw Errno.permission }
         let (upper, work, markers) = try requireUpper()
-        try copyUp(src)
+        try copyUpMetadata(src)
+        // Two names of a metacopy file must both find its data: an absolute redirect (the
+        // kernel's ovl_set_link_redirect).
+        try setLinkRedirect(src)
         let newParent = try node(newParentID)
         let v = try vacancy(newParent, newName)
         let (srcParent, srcName) = nodes.locked { (src.parent, src.name) }

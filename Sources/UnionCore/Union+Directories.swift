@@ -40,6 +40,12 @@ extension Union {
             } else if let lower = e.lowerIno, let ll = e.lowerLayer {
                 // A merged subdirectory shows its lower number unless it is opaque.
                 if try !resolver.isOpaque(n, e.name, in: e.layer) { ino = presenter.mapIno(lower, layer: ll) }
+            } else if e.type == UInt8(DT_DIR), config.redirectDir.follows, e.layer == upper?.index,
+                      try resolver.withDirectory(n, in: e.layer, { (fd: Int32) throws(Errno) -> Bool in
+                          try Markers.redirect(in: fd, e.name, format: format) != nil
+                      }) {
+                // A renamed directory shows the number of the lower one it merges, as lookup does.
+                if let r = try resolver.resolve(n, e.name) { ino = presenter.reportedIno(r) }
             }
             entries.append(DirectoryEntry(name: e.name, type: e.type, ino: ino))
         }
@@ -49,7 +55,7 @@ extension Union {
     /// Whether the merged directory `name` in `parent` (resolved as `r`) has any entry.
     func isEmptyDirectory(_ parent: Node, _ name: Name, _ r: Resolution) throws(Errno) -> Bool {
         try resolver.listing(stack: r.layers) { (li: Int) throws(Errno) -> Int32? in
-            try resolver.openForListing(parent, name, in: li)
+            try resolver.openForListing(parent, name, r, at: r.layers.firstIndex(of: li)!)
         }.count == 0
     }
 

@@ -16,7 +16,12 @@ extension Union {
         }
         let fd: Int32
         do throws(Errno) {
-            fd = try resolver.withEntry(n) { (dir: Int32, name: Name) throws(Errno) -> Int32 in try Sys.openAt(dir, name, f) }
+            if !writing, nodes.locked({ n.data != nil }) {
+                // A metacopy file reads from the lower file that holds its data.
+                fd = try resolver.openData(n, f)
+            } else {
+                fd = try resolver.withEntry(n) { (dir: Int32, name: Name) throws(Errno) -> Int32 in try Sys.openAt(dir, name, f) }
+            }
         } catch where error.rawValue == ENXIO {
             // The name was removed under us and its whiteout (a 0/0 device) is what we reached.
             throw Errno.noEntry

@@ -15,7 +15,7 @@ extension Union {
         if let known = nodes.child(parent, name), known.type == r.type, replacedInLower(known, r) {
             nodes.locked { if parent.children[name] === known { NodeTable.unlockedUnlink(parent, name) } }
         }
-        let n = nodes.remember(parent: parent, name: name, type: r.type, layers: r.layers, key: key) { presenter.reportedIno(r) }
+        let n = nodes.remember(parent: parent, name: name, type: r.type, placement: r.placement, key: key) { presenter.reportedIno(r) }
         if r.type == S_IFDIR, let watch, watch.registersAtLookup { watchLookedUp(watch, n, parent, name, r.layers) }
         return (n, present(n, r.stat))
     }
@@ -56,14 +56,15 @@ extension Union {
 
     public func getattr(_ id: UInt64, fd: Int32? = nil) throws(Errno) -> stat {
         let n = try node(id)
-        if let fd {
+        // A metacopy file open for reading holds its lower data file: its metadata is upper's.
+        if let fd, nodes.locked({ n.data == nil }) {
             // Size and times from the open file; an owner kept in an xattr from the top copy,
             // which chown and chmod change.
             let st = try Sys.fstat(fd)
             guard let layer = ownerLayer(n, st) else { return present(n, st) }
             return present(n, try withXattrs(n) { (t: Sys.XattrTarget) throws(Errno) -> stat in try layer.withOwnerXattr(st, t) })
         }
-        return present(n, try topStat(n))
+        return present(n, try rawStat(n))
     }
 
     /// The layer of `node`'s top copy when it keeps the owner of an object like `st` in an xattr.
@@ -75,6 +76,22 @@ extension Union {
     public func readlink(_ id: UInt64) throws(Errno) -> [UInt8] {
         let n = try node(id)
         return try resolver.withEntry(n) { (dir: Int32, name: Name) throws(Errno) -> [UInt8] in try Sys.readlink(dir, name) }
+    }
+
+    /// The stat of `node`'s top copy as shown: a metacopy shows its upper metadata over
+    /// the blocks of its lower data, as the kernel's ovl_getattr (an estimate until the
+    /// data-only layers were searched).
+    func rawStat(_ node: Node) throws(Errno) -> stat {
+        var st = try topStat(node)
+        if let data = nodes.locked({ node.data }) {
+            if let blocks = data.blocks {
+                st.st_blocks = blkcnt_t(blocks)
+            } else {
+                let bs = Int64(max(st.st_blksize, 512))
+                st.st_blocks = blkcnt_t((Int64(st.st_size) + bs - 1) / bs * bs / 512)
+            }
+        }
+        return st
     }
 
     /// The stat of `node`'s top copy, from its layer: the inode's, with the owner and mode
@@ -96,6 +113,18 @@ extension Union {
         // never report another type for this node, the kernel would mark its inode bad.
         guard st.fileType == node.type else { throw Errno.noEntry }
         return st
+    }
+
+    /// Directory `id`'s copy in `layer`, where the lookups found it (a renamed directory's
+    /// lower copy is under its old name): an O_PATH descriptor the caller closes, and its
+    /// path from the layer root. nil where the layer has none (for `inspect`).
+    public func layerDirectory(_ id: UInt64, in layer: Int) throws(Errno) -> (fd: Int32, path: [UInt8])? {
+        let n = try node(id)
+        let path = n.id == NodeTable.rootID ? [] : resolver.absolutePath(of: n, in: layer) ?? nodes.path(of: n) ?? []
+        guard let fd = try ifPresent({ () throws(Errno) -> Int32 in
+            try resolver.withDirectory(n, in: layer) { (fd: Int32) throws(Errno) -> Int32 in try Sys.dup(fd) }
+        }) else { return nil }
+        return (fd, Bytes.join(path))
     }
 
     /// How `name` in directory `parentID` resolves, layer by layer, as lookups decide it

@@ -36,7 +36,7 @@ extension Union {
         if Markers.isForeignPrivate(name) { throw Errno.permission }
         let stored = Markers.xattrToLayer(name, format: format)
         _ = try requireUpper()
-        try copyUp(n)
+        try copyUpMetadata(n)
         nodes.locked { n.hasNoXattrs = false }
         try withXattrs(n) { (t: Sys.XattrTarget) throws(Errno) in try Sys.setxattr(t, stored, value, flags: flags) }
     }
@@ -49,7 +49,7 @@ extension Union {
         _ = try requireUpper()
         // Nothing to remove is answered without a copy-up.
         _ = try withXattrs(n) { (t: Sys.XattrTarget) throws(Errno) -> [UInt8] in try Sys.getxattr(t, stored) }
-        try copyUp(n)
+        try copyUpMetadata(n)
         try withXattrs(n) { (t: Sys.XattrTarget) throws(Errno) in try Sys.removexattr(t, stored) }
     }
 

@@ -45,10 +45,11 @@ public final class Union: Sendable {
             }
         }
         do throws(Errno) {
+            let firstData = config.lowerDirs.count - config.dataLayerCount
             for (i, dir) in config.lowerDirs.enumerated() {
-                stack.append(try Layer(role: .lower(i + 1), index: stack.count, path: dir))
+                stack.append(try Layer(role: .lower(i + 1), index: stack.count, path: dir, dataOnly: i >= firstData))
             }
-            guard !stack.isEmpty else { throw Errno.invalid }
+            guard stack.contains(where: { !$0.isDataOnly }) else { throw Errno.invalid }
         } catch {
             workFD.map(Sys.close)
             throw error
@@ -74,9 +75,10 @@ public final class Union: Sendable {
         }
         presenter = Presenter(config: config, userNamespace: userNamespace,
                               sameFS: Set(stack.map(\.device)).count == 1, upperIndex: upper?.index)
-        // The root merges every layer unless one of them is opaque.
+        // The root merges every layer unless one of them is opaque. Data-only layers are
+        // never part of a merge: only absolute redirects of metacopy files reach them.
         var rootLayers: [Int] = []
-        for layer in stack {
+        for layer in stack where !layer.isDataOnly {
             rootLayers.append(layer.index)
             if try Markers.isOpaque(directory: layer.rootFD) { break }
         }
@@ -84,7 +86,8 @@ public final class Union: Sendable {
         let watch = config.watch == .off ? nil
             : try LowerWatch(mode: config.watch, limit: config.watchLimit, layers: stack, diagnostics: diagnostics)
         self.watch = watch
-        resolver = Resolver(layers: stack, nodes: nodes, diagnostics: diagnostics, watch: watch)
+        resolver = Resolver(layers: stack, nodes: nodes, diagnostics: diagnostics, watch: watch, format: format,
+                            redirectMode: config.redirectDir, metacopy: config.metacopy)
     }
 
     public var isReadOnly: Bool { markers == nil }
@@ -108,6 +111,13 @@ public final class Union: Sendable {
     /// Starts watching the lower layers for edits (before mounting); nil with `watch=off`.
     public func startWatching() throws(LowerWatch.StartError) -> LowerWatch.Mechanism? {
         try watch?.start(root: nodes.root)
+    }
+
+    /// The kernel-overlay features in effect, as `-v`, the trace header and `inspect` say them.
+    public var featureSummary: String {
+        var out = "redirect_dir=\(config.redirectDir.rawValue) metacopy=\(config.metacopy ? "on" : "off")"
+        if config.dataLayerCount > 0 { out += " data-only layers=\(config.dataLayerCount)" }
+        return out + " index=off"
     }
 
     /// Closes every descriptor the union holds into its layers except the layer roots

@@ -36,10 +36,36 @@ public struct UnionConfig: Sendable {
     public var watch: LowerWatchMode = .off
     /// inotify's budget of watched directories (`watch_limit=`); nil: the default.
     public var watchLimit: Int?
+    /// `redirect_dir=`: whether renamed directories record `overlay.redirect`, and whether
+    /// lookups follow the redirects they meet (see `RedirectMode`).
+    public var redirectDir: RedirectMode = .off
+    /// `metacopy=on`: chown, chmod, utimes and setxattr on a lower file copy up its
+    /// metadata only; metacopy files in the layers are served from their lower data.
+    public var metacopy = false
+    /// How many of `lowerDirs`, at the end, are data-only layers (`lowerdir=L1::D1::D2`).
+    public var dataLayerCount = 0
 
     public init(lowerDirs: [[UInt8]], upperDir: [UInt8]? = nil, workDir: [UInt8]? = nil) {
         self.lowerDirs = lowerDirs
         self.upperDir = upperDir
         self.workDir = workDir
     }
+}
+
+/// `redirect_dir=`, with the kernel's meanings (Documentation/filesystems/overlayfs.rst).
+public enum RedirectMode: String, Sendable, CaseIterable {
+    /// Neither created nor followed: the default, as in a kernel built without
+    /// CONFIG_OVERLAY_FS_REDIRECT_DIR and CONFIG_OVERLAY_FS_REDIRECT_ALWAYS_FOLLOW. A lookup
+    /// that meets a redirect fails with EPERM, as the kernel's does ("refusing to follow
+    /// redirect"): never a silently different view.
+    case off
+    /// Followed, not created: renaming a directory with lower content gets EXDEV.
+    case follow
+    /// Neither created nor followed (as `off`).
+    case nofollow
+    /// Created on directory rename, and followed.
+    case on
+
+    public var follows: Bool { self == .on || self == .follow }
+    public var creates: Bool { self == .on }
 }

@@ -30,7 +30,8 @@ enum Help {
     // (Lines of at most 79 columns: ArgumentParser wraps longer ones at 80.)
     static let unionOptions = """
     Union options (-o, comma-separated):
-      lowerdir=L1:L2     read-only layers, the leftmost on top
+      lowerdir=L1:L2     read-only layers, the leftmost on top; ::D1::D2 at
+                         the end: data-only layers (metacopy data, never by name)
       image=NAME[,store=DIR]  the layers of an imported image (below any
                          lowerdir=)
       upperdir=DIR       the writable layer (without it the union is read-only)
@@ -45,6 +46,11 @@ enum Help {
       xattr_permissions=0|1|2   owners and modes kept in an xattr of upper's
                          files (1: security.*, 2: user.*, as containers/storage's
                          force_mask)
+      redirect_dir=off|nofollow|follow|on   directory renames recorded in
+                         overlay.redirect (on), only followed (follow), or neither
+                         (off, the default)
+      metacopy=on|off    chown/chmod/utimes/xattrs copy up metadata only
+                         (on implies redirect_dir=on)
       timeout=SECONDS    kernel entry/attribute cache time, 0 to 1000000000
                          (default 3600)
       watch=off|auto|fanotify|inotify   show edits made to the lower layers while mounted

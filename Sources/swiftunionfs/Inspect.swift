@@ -32,7 +32,7 @@ enum Inspect {
             do { watch = Daemon.describeWatch(try union.startWatching(), timeout: cmd.timeout) } catch {
                 watch = "\(error.message) (a mount with these options would refuse to start)"
             }
-            print(try report(union, path))
+            print(try report(union, path) + "features: \(union.featureSummary)")
             if tree { print(try treeReport(union, path)) }
             print("watch: \(watch)")
             return 0
@@ -134,17 +134,26 @@ enum Inspect {
         }
         let consulted = Set(notes.keys)
         for layer in union.layers {
-            guard let dfd = openDirectory(layer, parentParts) else {
+            // The parent where the lookups find it in this layer (under its old name when
+            // it was renamed with a redirect), else where its path says.
+            var where_ = parentParts
+            var found: Int32?
+            if let parentID, stack.contains(layer.index), let d = try? union.layerDirectory(parentID, in: layer.index) {
+                found = d.fd
+                where_ = Bytes.components(d.path)
+            }
+            guard let dfd = found ?? openDirectory(layer, parentParts) else {
                 out += "  \(pad(layer.label)) \(layer.displayPath)  nothing (no directory /\(Bytes.display(Bytes.join(parentParts))) here)\n"
                 continue
             }
             defer { Sys.close(dfd) }
+            let at = where_ == parentParts ? "" : " (at /\(Bytes.display(Bytes.join(where_ + [name]))))"
             let (text, kind) = describe(layer, dfd, name)
             var note = notes[layer.index] ?? ""
             if note.isEmpty && kind != .absent && !consulted.contains(layer.index) {
                 note = stack.contains(layer.index) || ancestorVerdict != nil ? "  (shadowed)" : "  (not merged: the directory above is opaque here or absent)"
             }
-            out += "  \(pad(layer.label)) \(layer.displayPath)  \(text)\(note)\n"
+            out += "  \(pad(layer.label)) \(layer.displayPath)  \(text)\(at)\(note)\n"
         }
         return out + "result: \(ancestorVerdict ?? verdict)\n"
     }
@@ -179,6 +188,14 @@ enum Inspect {
                     ? "  (merged; opaque, stops the merge)" : "  <- wins; opaque: layers below are not merged"
             case .endsMerge:
                 notes[li] = "  (ends the merge)"
+            case .redirect(let to):
+                notes[li] = (notes[li] ?? "") + "; redirect: the layers below are searched for \(Bytes.display(to))"
+            case .metacopy:
+                notes[li] = (notes[li] ?? "") + "; metacopy: its data is in a layer below"
+                verdict += " (metadata only)"
+            case .data:
+                verdict += ", data from \(label)"
+                notes[li] = "  <- holds the data"
             }
         }
         return (notes, verdict)

@@ -17,6 +17,9 @@ enum Mounter {
         config.xattrPermissions = cmd.xattrPermissions
         config.watch = cmd.watch
         config.watchLimit = cmd.watchLimit
+        config.redirectDir = cmd.redirectDir ?? .off
+        config.metacopy = cmd.metacopy ?? false
+        config.dataLayerCount = cmd.dataLayerCount
         if cmd.whiteout != nil || cmd.xattrNamespace != nil {
             let ns = cmd.xattrNamespace.flatMap { MarkerFormat.Namespace(rawValue: $0.rawValue) } ?? (geteuid() == 0 ? .trusted : .user)
             config.markerFormat = MarkerFormat(whiteout: cmd.whiteout ?? .device, xattrNamespace: ns)

@@ -34,7 +34,13 @@ enum Validation {
     static func check(_ cmd: inout MountCommand) throws(UsageError) {
         guard !cmd.lowerDirs.isEmpty else { throw UsageError(message: "lowerdir= is required (lowerdir=TOP:...:BOTTOM)") }
         var lowers: [[UInt8]] = []
-        for l in cmd.lowerDirs { lowers.append(try directory(l, role: "lowerdir").0) }
+        for l in cmd.lowerDirs {
+            let dir = try directory(l, role: "lowerdir").0
+            // As the kernel ("conflicting lowerdir path"): one directory cannot be two layers
+            // (with data-only layers `L::L` now parses, and must still be refused).
+            if lowers.contains(dir) { throw UsageError(message: "conflicting lowerdir path: \(show(dir)) is given twice") }
+            lowers.append(dir)
+        }
         cmd.lowerDirs = lowers
         guard let mnt = cmd.mountpoint else { throw UsageError(message: "no mountpoint given") }
         let mountpoint = try directory(mnt, role: "mountpoint").0

@@ -36,8 +36,8 @@ final class EveryOptionTests: XCTestCase {
         ("fsname", .anyValue), ("subtype", .anyValue),
         ("context", .anyValue), ("fscontext", .anyValue), ("defcontext", .anyValue), ("rootcontext", .anyValue),
         ("plugins", .anyValue), ("redirect_dir", .words(["on", "off", "follow", "nofollow"])),
-        ("index", .words(["on", "off"])), ("metacopy", .words(["on", "off"])), ("xino", .words(["on", "off", "auto"])),
-        ("nfs_export", .words(["on", "off"])), ("fast_ino", .words(["0", "1"])), ("writeback", .words(["0", "1"])),
+        ("index", .words(["off"])), ("metacopy", .words(["on", "off"])), ("xino", .words(["on", "off", "auto"])),
+        ("nfs_export", .words(["off"])), ("fast_ino", .words(["0", "1"])), ("writeback", .words(["0", "1"])),
     ] + (OptionTable.passthroughFlags + OptionTable.ignoredFlags).map { ($0, Kind.flag) }
 
     /// Two different valid values (the second nil where only one exists).

@@ -13,7 +13,7 @@ import Testing
 
     func remember(_ t: NodeTable, _ parent: Node, _ name: Name, type: mode_t = S_IFREG, layers: [Int] = [1],
                   key: InodeKey? = nil, ino: UInt64 = 100) -> Node {
-        t.remember(parent: parent, name: name, type: type, layers: layers, key: key) { ino }
+        t.remember(parent: parent, name: name, type: type, placement: Placement(layers: layers), key: key) { ino }
     }
 
     @Test func twinsAndNonUTF8NamesAreSeparateNodes() {

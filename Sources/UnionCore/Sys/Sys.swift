@@ -269,34 +269,66 @@ public enum Sys {
     /// Where an xattr call goes: an fd's inode (followed through /proc), or a name in
     /// a directory fd, not followed (one syscall, no open).
     public struct XattrTarget: Sendable {
-        let path: [UInt8]
-        let follow: Bool
-        public static func fd(_ fd: Int32) -> XattrTarget { XattrTarget(path: procPath(fd), follow: true) }
-        public static func entry(_ dir: Int32, _ name: Name) -> XattrTarget {
-            XattrTarget(path: procPath(dir) + [UInt8(ascii: "/")] + name.bytes, follow: false)
-        }
+        let fd: Int32
+        /// nil: the fd's own inode; else this name in directory `fd`, not followed.
+        let name: Name?
+        var follow: Bool { name == nil }
+        public static func fd(_ fd: Int32) -> XattrTarget { XattrTarget(fd: fd, name: nil) }
+        public static func entry(_ dir: Int32, _ name: Name) -> XattrTarget { XattrTarget(fd: dir, name: name) }
         func withPath<R>(_ body: (UnsafePointer<CChar>) throws(Errno) -> R) throws(Errno) -> R {
-            try Bytes.withCString(path, body)
+            let path = name.map { procPath(fd) + [UInt8(ascii: "/")] + $0.bytes } ?? procPath(fd)
+            return try Bytes.withCString(path, body)
+        }
+    }
+
+    /// Linux 6.13+ reads an entry's xattrs relative to its directory in one lookup
+    /// (getxattrat/listxattrat), where the /proc path costs five more: lookups probe
+    /// opaque, redirect and metacopy marks on every object. Probed once.
+    static let xattrAt = suf_xattrat_available() != 0
+
+    /// Reads a value with `get(buffer, size)` (size 0 asks for the size), growing the
+    /// buffer when the value grew in between.
+    private static func readValue(_ get: (UnsafeMutableRawPointer?, Int) -> Int) throws(Errno) -> [UInt8] {
+        while true {
+            let size = try retrying { get(nil, 0) }
+            if size == 0 { return [] }
+            var buf = [UInt8](repeating: 0, count: size)
+            do throws(Errno) {
+                let n = try retrying { buf.withUnsafeMutableBytes { get($0.baseAddress, size) } }
+                return Array(buf[0..<n])
+            } catch where error.rawValue == ERANGE {
+                continue  // it grew between the two calls
+            }
+        }
+    }
+
+    /// The names listed by `list(buffer, size)`, as `readValue` reads them.
+    private static func readNames(_ list: (UnsafeMutablePointer<CChar>?, Int) -> Int) throws(Errno) -> [Name] {
+        while true {
+            let size: Int
+            do throws(Errno) { size = try retrying { list(nil, 0) } } catch where error.rawValue == EOPNOTSUPP { return [] }
+            if size == 0 { return [] }
+            var buf = [CChar](repeating: 0, count: size)
+            do throws(Errno) {
+                let n = try retrying { buf.withUnsafeMutableBufferPointer { list($0.baseAddress, size) } }
+                return buf[0..<n].split(separator: 0).map { Name($0.map { UInt8(bitPattern: $0) }) }
+            } catch where error.rawValue == ERANGE {
+                continue
+            }
         }
     }
 
     public static func getxattr(_ t: XattrTarget, _ name: Name) throws(Errno) -> [UInt8] {
-        try t.withPath { (path: UnsafePointer<CChar>) throws(Errno) -> [UInt8] in
+        if let entry = t.name, xattrAt {
+            return try entry.withCString { (n: UnsafePointer<CChar>) throws(Errno) -> [UInt8] in
+                try name.withCString { (key: UnsafePointer<CChar>) throws(Errno) -> [UInt8] in
+                    try readValue { suf_getxattrat(t.fd, n, key, $0, $1) }
+                }
+            }
+        }
+        return try t.withPath { (path: UnsafePointer<CChar>) throws(Errno) -> [UInt8] in
             try name.withCString { (key: UnsafePointer<CChar>) throws(Errno) -> [UInt8] in
-                func get(_ buf: UnsafeMutableRawPointer?, _ size: Int) -> Int {
-                    t.follow ? CLinux.getxattr(path, key, buf, size) : CLinux.lgetxattr(path, key, buf, size)
-                }
-                while true {
-                    let size = try retrying { get(nil, 0) }
-                    if size == 0 { return [] }
-                    var buf = [UInt8](repeating: 0, count: size)
-                    do throws(Errno) {
-                        let n = try retrying { buf.withUnsafeMutableBytes { get($0.baseAddress, size) } }
-                        return Array(buf[0..<n])
-                    } catch where error.rawValue == ERANGE {
-                        continue  // it grew between the two calls
-                    }
-                }
+                try readValue { t.follow ? CLinux.getxattr(path, key, $0, $1) : CLinux.lgetxattr(path, key, $0, $1) }
             }
         }
     }
@@ -311,22 +343,13 @@ public enum Sys {
 
     /// The attribute names, as bytes; empty on a filesystem without xattrs.
     public static func listxattr(_ t: XattrTarget) throws(Errno) -> [Name] {
-        try t.withPath { (path: UnsafePointer<CChar>) throws(Errno) -> [Name] in
-            func list(_ buf: UnsafeMutablePointer<CChar>?, _ size: Int) -> Int {
-                t.follow ? CLinux.listxattr(path, buf, size) : CLinux.llistxattr(path, buf, size)
+        if let entry = t.name, xattrAt {
+            return try entry.withCString { (n: UnsafePointer<CChar>) throws(Errno) -> [Name] in
+                try readNames { suf_listxattrat(t.fd, n, $0, $1) }
             }
-            while true {
-                let size: Int
-                do throws(Errno) { size = try retrying { list(nil, 0) } } catch where error.rawValue == EOPNOTSUPP { return [] }
-                if size == 0 { return [] }
-                var buf = [CChar](repeating: 0, count: size)
-                do throws(Errno) {
-                    let n = try retrying { buf.withUnsafeMutableBufferPointer { list($0.baseAddress, size) } }
-                    return buf[0..<n].split(separator: 0).map { Name($0.map { UInt8(bitPattern: $0) }) }
-                } catch where error.rawValue == ERANGE {
-                    continue
-                }
-            }
+        }
+        return try t.withPath { (path: UnsafePointer<CChar>) throws(Errno) -> [Name] in
+            try readNames { t.follow ? CLinux.listxattr(path, $0, $1) : CLinux.llistxattr(path, $0, $1) }
         }
     }
 
