@@ -111,14 +111,16 @@ public enum Markers {
     enum DirectoryMark: Equatable { case plain, opaque, xattrWhiteouts }
 
     /// The mark of directory `name` in `dir`, and whether it carries a redirect. `y` counts
-    /// in both namespaces (as `isOpaque`), `x` and the redirect only in the mount's. One
+    /// in every name `isOpaque` reads, `x` and the redirect only in the mount's. One
     /// listxattr first: most directories carry none of these, and then nothing more is asked.
     static func directoryMark(in dir: Int32, _ name: Name, format: MarkerFormat, isUpper: Bool)
         throws(Errno) -> (mark: DirectoryMark, hasRedirect: Bool) {
         let target = Sys.XattrTarget.entry(dir, name)
         let names = try Sys.listxattr(target)
         var mark = DirectoryMark.plain
-        for x in [format.opaqueXattr, format.opaqueXattr == trustedOpaque ? userOpaque : trustedOpaque] where names.contains(x) {
+        // The mount's own name first, then the other namespace's and fuse-overlayfs's `y`.
+        let candidates = [format.opaqueXattr] + opaqueXattrs.filter { $0 != format.opaqueXattr }
+        for x in candidates where names.contains(x) {
             let v = try Sys.getxattrIfPresent(target, x)
             if isOpaqueValue(v) { return (.opaque, false) }
             if v == [UInt8(ascii: "x")] && x == format.opaqueXattr && !isUpper { mark = .xattrWhiteouts }
