@@ -303,6 +303,31 @@ def test_new_removed_and_renamed_lower_names_show(tmp_path, mechanism):
 
 
 @pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_a_lower_directory_replaced_by_an_escaping_symlink(tmp_path, mechanism):
+    """The merged view shows the new symlink; the client resolves it from the mount, as
+    any lower symlink, and the daemon never follows it (the layer-relative target is
+    neither read nor written)."""
+    lowers = _names_layers(tmp_path)
+    outside = tmp_path / "victim"         # ../victim from the mount
+    layer_relative = tmp_path / "l2" / "victim"  # ../victim from l2/d
+    for v in (outside, layer_relative):
+        v.mkdir()
+        write(v / "secret", b"secret\n")
+    m_dir = tmp_path / "mnt"
+    m_dir.mkdir()
+    with mount_suf(lowers, tmp_path / "u", tmp_path / "w", extra_opts=watch_opts(mechanism), mnt=m_dir) as m:
+        assert names(os.path.join(m, "d")) == ["f", "sub", "top"]
+        os.rename(os.path.join(lowers[1], "d", "sub"), os.path.join(lowers[1], "d", "sub.old"))
+        os.symlink("../../victim", os.path.join(lowers[1], "d", "sub"))
+        within_bound(lambda: os.readlink(os.path.join(m, "d", "sub")), "../../victim", "the lower symlink")
+        assert read(os.path.join(m, "d", "sub", "secret")) == b"secret\n"  # m/d/../../victim
+        write(os.path.join(m, "d", "sub", "new"), b"n")
+    assert sorted(os.listdir(outside)) == ["new", "secret"]
+    assert sorted(os.listdir(layer_relative)) == ["secret"]
+    assert not os.path.exists(tmp_path / "u" / "d" / "sub")
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
 def test_a_removed_name_stays_removed_despite_lower_edits(tmp_path, mechanism):
     """A name deleted through the mount is a whiteout in upper: edits below never bring it back."""
     lowers = _names_layers(tmp_path)

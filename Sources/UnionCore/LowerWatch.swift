@@ -78,6 +78,8 @@ public final class LowerWatch: Sendable {
     let layers: [Layer]
     let diagnostics: Diagnostics
     private let state = Mutex(State())
+    /// Held while a batch is applied: `stop` waits for it.
+    private let busy = Mutex<Void>(())
     /// 0 before start, 1 inotify, 2 fanotify, 3 timeouts only.
     private let kind = Atomic<UInt8>(0)
     private let anyUnwatched = Atomic<Bool>(false)
@@ -357,9 +359,17 @@ public final class LowerWatch: Sendable {
         }
     }
 
-    /// Ends `next` (and the thread serving it).
+    /// Runs `body` (the application of a batch, which uses the union's descriptors)
+    /// unless the watch is stopping; nil then.
+    func applying<T>(_ body: () -> T) -> T? {
+        busy.withLock { _ in state.withLock { $0.stopping } ? nil : body() }
+    }
+
+    /// Ends `next` (and the thread serving it). Returns once no batch is being applied, so
+    /// that the union's descriptors may be closed after it.
     func stop() {
         state.withLock { $0.stopping = true }
         Sys.signal(eventFD: wake)
+        busy.withLock { _ in }
     }
 }

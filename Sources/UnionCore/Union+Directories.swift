@@ -78,8 +78,9 @@ extension Union {
 public final class MergedDirectory: Sendable {
     private let state = Mutex<[DirectoryEntry]?>(nil)
     /// Whether the kernel may cache the listing across opens. Every change to a
-    /// directory goes through the kernel (create, unlink, rename ... on this mount), which
-    /// then drops its cached listing; copy-ups and markers never change what is listed.
+    /// directory through this mount (create, unlink, rename ...) makes the kernel drop its
+    /// cached listing, and so does the invalidation after a lower edit; copy-ups and
+    /// markers never change what is listed. Not where lower edits may go unreported.
     public let cacheable: Bool
 
     init(cacheable: Bool) { self.cacheable = cacheable }

@@ -23,8 +23,8 @@ extension Union {
         guard let watch else { return }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 8)
         defer { buffer.deallocate() }
-        while let batch = watch.next(buffer: buffer) {
-            for i in apply(batch) { invalidator.invalidate(i) }
+        while let batch = watch.next(buffer: buffer), let invalidations = watch.applying({ apply(batch) }) {
+            for i in invalidations { invalidator.invalidate(i) }
         }
     }
 
@@ -35,7 +35,8 @@ extension Union {
         guard let watch else { return [] }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 8)
         defer { buffer.deallocate() }
-        return watch.next(timeout: timeout, buffer: buffer).map(apply) ?? []
+        guard let batch = watch.next(timeout: timeout, buffer: buffer) else { return [] }
+        return watch.applying { apply(batch) } ?? []
     }
 
     /// A value for `repliedEntries`: read before a request that replies entries.

@@ -123,7 +123,11 @@ public final class Union: Sendable {
     /// Closes every descriptor the union holds into its layers except the layer roots
     /// themselves, which close when the union goes: called as soon as the kernel says
     /// the mount is gone.
-    public func releaseCachedDescriptors() { resolver.releaseAll() }
+    public func releaseCachedDescriptors() {
+        // The watcher resolves names with these descriptors: no batch may be in progress.
+        watch?.stop()
+        resolver.releaseAll()
+    }
 
     func requireUpper() throws(Errno) -> (Layer, WorkDir, MarkerWriter) {
         guard let upper, let work, let markers else { throw Errno.readOnly }

@@ -93,10 +93,6 @@ final class InotifyBackend: WatchBackend {
 /// by handle, so there is no budget; events elsewhere on the filesystem are read and
 /// dropped.
 final class FanotifyBackend: WatchBackend {
-    /// Whether the process's own events are dropped unread (always, but in unit tests,
-    /// where the test process is both the one that edits and the one that watches).
-    static let skipsOwnEvents = Atomic<Bool>(true)
-
     let fd: Int32
     /// statfs f_fsid of each lower layer's filesystem, by layer index: the first 8 bytes of a key.
     private let fsids: [Int: [UInt8]]
@@ -171,7 +167,7 @@ final class FanotifyBackend: WatchBackend {
                 body(.overflow)
                 continue
             }
-            if pid == me && Self.skipsOwnEvents.load(ordering: .relaxed) { continue }
+            if pid == me { continue }
             var info = off + metaLen
             let end = off + eventLen
             while info + 4 <= end {
