@@ -254,12 +254,12 @@ public final class TarWriter {
             }
             archive_entry_free(e)
         }
+        // pax names are UTF-8 (converted from the locale's, UTF-8 above): a name that is
+        // not is written as its bytes with hdrcharset=BINARY on that entry alone (see
+        // writeHeader), which GNU tar and Go's archive/tar read back byte for byte.
         tar = archive_write_new()
         archive_write_set_format_pax(tar)
         archive_write_set_format_option(tar, "pax", "xattrheader", "SCHILY")
-        // Names are bytes: written as they are (pax hdrcharset=BINARY), never converted to
-        // UTF-8 — a Latin-1 name would otherwise fail the commit.
-        archive_write_set_format_option(tar, "pax", "hdrcharset", "BINARY")
         archive_write_add_filter_none(tar)
         archive_write_set_bytes_per_block(tar, 10240)
         archive_write_set_bytes_in_last_block(tar, 1)
@@ -333,7 +333,14 @@ public final class TarWriter {
             for (off, len) in regions { archive_entry_sparse_add_entry(e, off, len) }
         }
         let rc = archive_write_header(tar, e)
-        guard rc == ARCHIVE_OK_ else { throw failure(tar, "entry \(shown(x.path))") }
+        // ARCHIVE_WARN for a name that is not UTF-8 is the binary fallback: the header was
+        // written with the bytes. Any other warning fails the commit.
+        let binaryName = !Self.isUTF8(x.path) || !Self.isUTF8(x.linkTarget)
+        guard rc == ARCHIVE_OK_ || (rc == ARCHIVE_WARN_ && binaryName) else { throw failure(tar, "entry \(shown(x.path))") }
+    }
+
+    static func isUTF8(_ bytes: [UInt8]) -> Bool {
+        String(validating: bytes, as: UTF8.self) != nil
     }
 
     public func writeData(_ buf: UnsafeRawBufferPointer) throws {
