@@ -25,6 +25,8 @@ public final class Union: Sendable {
     let userNamespace: UserNamespace
     /// Edits made to the lower layers behind the mount; nil with `watch=off`.
     public let watch: LowerWatch?
+    /// Descriptors handed out on a lower layer's file, until they are released.
+    let lowerHandles = LowerHandles()
 
     public init(config: UnionConfig, events: EventSink = NullEventSink(),
                 diagnostics: Diagnostics = NullDiagnostics()) throws(Errno) {
