@@ -13,8 +13,8 @@
 The seed is the suite's stress seed (printed in the header; SUF_STRESS_SEED=N reruns it);
 SUF_INTEGRITY_OPS=N sets the number of file operations per mode (default 15000).
 
-MODES is the list of mount option sets the stress runs on; a new caching mode
-(e.g. FUSE passthrough) is one more entry.
+The modes are tests/harness/modes.py's MODES: a new caching mode (FUSE passthrough)
+is one more entry there.
 """
 
 import multiprocessing
@@ -24,17 +24,9 @@ import random
 import pytest
 
 from conftest import STRESS_SEED, File, build_layers, make_dirs, mount_kernel, mount_suf
-from harness import integrity
+from harness import integrity, modes
 
-# Mount options of each mode, by id. Add a mode here and both stresses run on it.
-MODES = {
-    "default": (),
-    "writeback": ("writeback=1",),
-    "volatile": ("volatile",),
-    "writeback+volatile": ("writeback=1", "volatile"),
-    # "passthrough": ("passthrough=1",),   # FUSE passthrough (branch passthrough)
-}
-MODE_PARAMS = [pytest.param(opts, id=name) for name, opts in MODES.items()]
+MODE_PARAMS = modes.params()   # every mode (tests/harness/modes.py)
 
 FILE_OPS = int(os.environ.get("SUF_INTEGRITY_OPS", "15000"))
 WORKERS = 4
