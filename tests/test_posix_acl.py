@@ -30,7 +30,7 @@ SPEC = [{
     "acl_group": File(b"group entry\n", 0o600),
     "setme": File(b"set through the mount\n", 0o600),
     "chmodme": File(b"chmod through the mount\n", 0o600),
-    "dacl": Dir({"old": File(b"old\n", 0o600)}, 0o755),
+    "dacl": Dir({"old": File(b"old\n", 0o600), "olddir": Dir({}, 0o755)}, 0o755),
     "plain": Dir({}, 0o777),
 }]
 
@@ -129,18 +129,26 @@ def _ops(r):
     r("the new dir's mode", _mode, p("dacl/sub"))
     r("the new dir's ACL (access and default)", getfacl, p("dacl/sub"))
     as_user("create in the inheriting subdir", _create, p("dacl/sub/deeper"), 0o640)
-    r("its mode", _mode, p("dacl/sub/deeper"))
-    r("its ACL", getfacl, p("dacl/sub/deeper"))
+    r("deeper's mode", _mode, p("dacl/sub/deeper"))
+    r("deeper's ACL", getfacl, p("dacl/sub/deeper"))
     as_user("mkfifo in the ACL dir", os.mkfifo, p("dacl/fifo"), 0o666)
     r("the fifo's mode", _mode, p("dacl/fifo"))
     as_user("create in a dir without a default ACL (umask applies)", _create, p("plain/um"), 0o666)
-    r("its mode", _mode, p("plain/um"))
+    r("plain/um's mode", _mode, p("plain/um"))
     as_user("mkdir there", os.mkdir, p("plain/umd"), 0o777)
     r("that dir's mode", _mode, p("plain/umd"))
     r("no ACL on it", getfacl, p("plain/umd"))
     # The copied-up directory keeps its ACLs (the old file inside stays lower).
     r("dacl's ACL after creating in it", getfacl, p("dacl"))
     as_user("read dacl/old (0600, no ACL of its own)", _read, p("dacl/old"))
+    # A name created over a whiteout (made in the workdir, then renamed into place) inherits too.
+    r("root removes dacl/old (a whiteout in upper)", os.unlink, p("dacl/old"))
+    as_user("create dacl/old again, over the whiteout", _create, p("dacl/old"), 0o666)
+    r("the recreated file's mode", _mode, p("dacl/old"))
+    r("the recreated file's ACL", getfacl, p("dacl/old"))
+    r("root removes the lower dir dacl/olddir", os.rmdir, p("dacl/olddir"))
+    r("and makes it again, over the whiteout", os.mkdir, p("dacl/olddir"), 0o750)
+    r("the new dir's ACL over the whiteout", getfacl, p("dacl/olddir"))
 
 
 def test_acls_enforced_like_the_kernel(public_dir):
@@ -151,7 +159,7 @@ def test_acls_enforced_like_the_kernel(public_dir):
     assert got["read a 0600 file an ACL opens"] == ("ok", "opened by an ACL\n"), res
     assert got["read a 0644 file whose ACL denies me"] == ("err", "EACCES"), res
     assert got["the new file's mode: the default ACL, not the umask"] == ("ok", "0o664"), res
-    assert got["its mode"] == ("ok", "0o644"), res
+    assert got["plain/um's mode"] == ("ok", "0o644"), res
 
 
 # --------------------------------------------------------------------------

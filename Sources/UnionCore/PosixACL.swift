@@ -1,3 +1,5 @@
+import Glibc
+
 /// POSIX ACLs as their xattrs carry them (`system.posix_acl_access`, `system.posix_acl_default`):
 /// the kernel's `posix_acl_xattr` format, a little-endian version word (2) and then 8-byte
 /// entries `{ tag: u16, perm: u16, id: u32 }`. Only `ACL_USER` and `ACL_GROUP` entries hold an
@@ -52,6 +54,39 @@ public enum PosixACL {
     static func stored(_ value: [UInt8], _ config: UnionConfig) throws(Errno) -> [UInt8] {
         if config.uidMap.isIdentity && config.gidMap.isIdentity { return value }
         return try mapIDs(value, user: { config.uidMap.toHost($0) }, group: { config.gidMap.toHost($0) })
+    }
+
+    /// The access ACL a new object inherits from its directory's default ACL, for the
+    /// permission bits `mode` it is created with: the kernel's `posix_acl_create_masq`
+    /// (the owner, other and mask — or owning group — entries cut to `mode`'s classes).
+    /// Setting it on the object makes its filesystem set the mode to match.
+    static func inherited(_ defaultACL: [UInt8], mode: mode_t) throws(Errno) -> [UInt8] {
+        guard defaultACL.count >= headerSize, (defaultACL.count - headerSize) % entrySize == 0,
+              le32(defaultACL, 0) == version else { throw Errno.io }
+        var out = defaultACL
+        var m = UInt16(truncatingIfNeeded: mode & 0o777)
+        var group: Int?, mask: Int?
+        func perm(_ at: Int) -> UInt16 { UInt16(out[at + 2]) | UInt16(out[at + 3]) << 8 }
+        func setPerm(_ at: Int, _ p: UInt16) { out[at + 2] = UInt8(p & 0xff); out[at + 3] = UInt8(p >> 8) }
+        var at = headerSize
+        while at < out.count {
+            switch UInt16(out[at]) | UInt16(out[at + 1]) << 8 {
+            case 0x01:  // ACL_USER_OBJ
+                setPerm(at, perm(at) & ((m >> 6) | ~0o7))
+                m &= (perm(at) << 6) | ~0o700
+            case tagUser, tagGroup: break
+            case 0x04: group = at  // ACL_GROUP_OBJ
+            case 0x10: mask = at   // ACL_MASK
+            case 0x20:  // ACL_OTHER
+                setPerm(at, perm(at) & (m | ~0o7))
+                m &= perm(at) | ~0o7
+            default: throw Errno.io
+            }
+            at += entrySize
+        }
+        guard let g = mask ?? group else { throw Errno.io }
+        setPerm(g, perm(g) & ((m >> 3) | ~0o7))
+        return out
     }
 
     private static func le32(_ b: [UInt8], _ at: Int) -> UInt32 {

@@ -107,3 +107,19 @@ extension Union {
         return try resolver.withEntry(node) { (dir: Int32, name: Name) throws(Errno) -> T in try body(.entry(dir, name)) }
     }
 }
+
+extension Union {
+    /// Gives an object made outside its directory (in workdir, before the rename over a
+    /// whiteout) the ACLs the directory's default ACL would have given it, as the kernel's
+    /// overlay does in that case: an access ACL cut to `mode`, and for a directory the
+    /// default ACL itself. Nothing when the directory (in upper, at `parentFD`) has none.
+    func inheritACLs(from parentFD: Int32, to dir: Int32, _ entry: Name, type: mode_t, mode: mode_t) throws(Errno) {
+        guard let dacl = try Sys.getxattrIfPresent(.fd(parentFD), PosixACL.defaultName) else { return }
+        let target = Sys.XattrTarget.entry(dir, entry)
+        func set(_ name: Name, _ value: [UInt8]) throws(Errno) {
+            try Bytes.withUnsafeBytes(value) { (raw: UnsafeRawBufferPointer) throws(Errno) in try Sys.setxattr(target, name, raw) }
+        }
+        try set(PosixACL.accessName, try PosixACL.inherited(dacl, mode: mode))
+        if type == S_IFDIR { try set(PosixACL.defaultName, dacl) }
+    }
+}
