@@ -23,6 +23,8 @@ public struct DaemonPlan: Sendable {
     public var verbose = false
     /// Whether the user chose the whiteout format (no note when it is not the kernel's).
     public var whiteoutChosen = false
+    /// FUSE passthrough of file data (Passthrough.swift).
+    public var passthrough: Passthrough.Request = .auto
 
     public init(config: UnionConfig, session: Session.Options) {
         self.config = config
@@ -61,9 +63,10 @@ public enum Daemon {
         let describe = "layers: " + union.layers.map { "\($0.label)=\($0.displayPath)" }.joined(separator: " ")
             + (union.isReadOnly ? " (read-only)" : "; markers: \(union.format)")
             + "; watch: " + describeWatch(mechanism, timeout: plan.timeout)
+            + "; passthrough: " + describePassthrough(plan.passthrough, readOnly: union.isReadOnly)
         tracer?.note(describe)
         if plan.verbose { fail(describe) }
-        let bridge = Bridge(union: union, timeout: plan.timeout, tracer: tracer, stats: stats, log: log)
+        let bridge = Bridge(union: union, timeout: plan.timeout, tracer: tracer, stats: stats, log: log, passthrough: plan.passthrough)
         return Session(bridge: bridge, options: plan.session)
     }
 
@@ -75,6 +78,14 @@ public enum Daemon {
         case .inotify(let limit): return "inotify (lower edits shown within 1 s; up to \(limit) watched directories, then \(LowerWatch.revalidateSeconds) s timeouts)"
         case .timeouts(let why): return "timeouts (no notification: \(why); names and attributes revalidated every \(LowerWatch.revalidateSeconds) s)"
         }
+    }
+
+    /// The passthrough request as far as it is known before INIT (the kernel answers there).
+    public static func describePassthrough(_ r: Passthrough.Request, readOnly: Bool) -> String {
+        if r == .off { return "off" }
+        if !Passthrough.built { return "off (built with libfuse \(Passthrough.libfuseVersion); passthrough needs 3.16+)" }
+        if geteuid() != 0 { return "off (needs root)" }
+        return "\(r.rawValue) (libfuse \(Passthrough.libfuseVersion); " + (readOnly ? "every file" : "files in the upper layer") + ", if the kernel offers it)"
     }
 
     static func makeLog(_ target: DaemonPlan.Log?) throws(SetupError) -> DaemonLog {
