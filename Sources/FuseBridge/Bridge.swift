@@ -36,6 +36,8 @@ public final class Bridge: Sendable {
     let writebackWanted: Bool
     /// Whether the kernel granted it (set once, at INIT, before any open).
     let writebackCache = Atomic<Bool>(false)
+    /// FUSE passthrough of file data (Passthrough.swift); inactive unless the kernel agreed at INIT.
+    public let passthrough: Passthrough
     /// Reads up to this size are copied through a buffer; larger ones are spliced.
     static let spliceThreshold = 32 << 10
     /// Whether to offer the kernel POSIX ACLs (`noacl` turns them off).
@@ -45,7 +47,7 @@ public final class Bridge: Sendable {
     let umaskHere = Atomic<Bool>(false)
 
     public init(union: Union, timeout: Double, writeback: Bool = false, tracer: Tracer?, stats: Statistics?, log: DaemonLog,
-                posixACL: Bool = true) {
+                posixACL: Bool = true, passthrough: Passthrough.Request = .off) {
         self.union = union
         self.writebackWanted = writeback
         self.posixACL = posixACL && !union.config.noXattrs
@@ -55,6 +57,7 @@ public final class Bridge: Sendable {
         self.tracer = tracer
         self.stats = stats
         self.log = log
+        self.passthrough = Passthrough(request: passthrough, lowerFiles: union.isReadOnly)
     }
 
     /// Capabilities asked of the kernel at INIT.
@@ -86,6 +89,7 @@ public final class Bridge: Sendable {
         }
         // Locks stay in the kernel: one host, one mount, the kernel's own lock tables are right.
         suf_conn_unwant(conn, UInt32(FUSE_CAP_FLOCK_LOCKS) | UInt32(FUSE_CAP_POSIX_LOCKS))
+        passthrough.negotiate(conn, log: log)
     }
 
     /// The flags the daemon opens a file with, from the flags the kernel passed.
@@ -239,5 +243,17 @@ public enum Clock {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+}
+
+extension Bridge {
+    /// The backing id for an open of `ino` through `fd`, nil when the daemon serves it.
+    /// Opens that write were copied up by `Union.open`: their file is the upper one.
+    func attachBacking(_ req: fuse_req_t?, _ ino: UInt64, fd: Int32, flags: Int32) throws(Errno) -> Int32? {
+        guard passthrough.isActive else { return nil }
+        let writing = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC) != 0
+        let upper = writing || (union.servingLayer(ino)?.isUpper ?? false)
+        let id = try passthrough.attach(req, ino, fd: fd, upper: upper, writing: writing, stats: stats)
+        return id > 0 ? id : nil
     }
 }

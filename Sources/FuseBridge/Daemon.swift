@@ -27,6 +27,8 @@ public struct DaemonPlan: Sendable {
     public var verbose = false
     /// Whether the user chose the whiteout format (no note when it is not the kernel's).
     public var whiteoutChosen = false
+    /// FUSE passthrough of file data (Passthrough.swift).
+    public var passthrough: Passthrough.Request = .auto
 
     public init(config: UnionConfig, session: Session.Options) {
         self.config = config
@@ -66,10 +68,11 @@ public enum Daemon {
             + (union.isReadOnly ? " (read-only)" : "; markers: \(union.format)")
             + "; watch: " + describeWatch(mechanism, timeout: plan.timeout)
             + "; features: \(union.featureSummary)"
+            + "; passthrough: " + describePassthrough(plan.passthrough, readOnly: union.isReadOnly)
         tracer?.note(describe)
         if plan.verbose { fail(describe) }
         let bridge = Bridge(union: union, timeout: plan.timeout, writeback: plan.writeback, tracer: tracer, stats: stats, log: log,
-                            posixACL: plan.posixACL)
+                            posixACL: plan.posixACL, passthrough: plan.passthrough)
         return Session(bridge: bridge, options: plan.session)
     }
 
@@ -81,6 +84,14 @@ public enum Daemon {
         case .inotify(let limit): return "inotify (lower edits shown within 1 s; up to \(limit) watched directories, then \(LowerWatch.revalidateSeconds) s timeouts)"
         case .timeouts(let why): return "timeouts (no notification: \(why); names and attributes revalidated every \(LowerWatch.revalidateSeconds) s)"
         }
+    }
+
+    /// The passthrough request as far as it is known before INIT (the kernel answers there).
+    public static func describePassthrough(_ r: Passthrough.Request, readOnly: Bool) -> String {
+        if r == .off { return "off" }
+        if !Passthrough.built { return "off (built with libfuse \(Passthrough.libfuseVersion); passthrough needs 3.16+)" }
+        if geteuid() != 0 { return "off (needs root)" }
+        return "\(r.rawValue) (libfuse \(Passthrough.libfuseVersion); " + (readOnly ? "every file" : "files in the upper layer") + ", if the kernel offers it)"
     }
 
     static func makeLog(_ target: DaemonPlan.Log?) throws(SetupError) -> DaemonLog {

@@ -140,7 +140,16 @@ enum Operations {
                 fi!.pointee.fh = UInt64(fd)
                 // The page cache survives close unless a lower edit to the file could go unreported.
                 fi!.pointee.keep_cache = b.union.lowerEditsReported(attributesOf: ino) ? 1 : 0
-                if fuse_reply_open(req, fi) != 0 { b.union.release(ino, fd) }
+                do throws(Errno) {
+                    if let backing = try b.attachBacking(req, ino, fd: fd, flags: flags) { suf_fi_set_backing(fi, backing) }
+                } catch {
+                    b.union.release(ino, fd)
+                    throw error
+                }
+                if fuse_reply_open(req, fi) != 0 {
+                    b.passthrough.detach(req, ino)
+                    b.union.release(ino, fd)
+                }
             }
         }
         ops.create = { req, parent, name, mode, fi in
@@ -150,8 +159,17 @@ enum Operations {
                 let caller = Operations.caller(req)
                 let (node, st, fd) = try b.union.create(parent, n, mode: try b.creationMode(parent, mode, caller), flags: b.openFlags(flags), caller: caller)
                 fi!.pointee.fh = UInt64(fd)
+                do throws(Errno) {
+                    if let backing = try b.attachBacking(req, node.id, fd: fd, flags: O_RDWR) { suf_fi_set_backing(fi, backing) }
+                } catch {
+                    b.union.release(node.id, fd)
+                    throw error
+                }
                 var e = b.entry(node.id, st, parent: parent)
-                if fuse_reply_create(req, &e, fi) != 0 { b.union.release(node.id, fd) }
+                if fuse_reply_create(req, &e, fi) != 0 {
+                    b.passthrough.detach(req, node.id)
+                    b.union.release(node.id, fd)
+                }
             }
         }
         ops.read = { req, ino, size, offset, fi in
@@ -187,6 +205,7 @@ enum Operations {
         ops.flush = { req, ino, fi in fuse_reply_err(req, 0) }
         ops.release = { req, ino, fi in
             let b = Operations.bridge(req)
+            b.passthrough.detach(req, ino)
             b.union.release(ino, Int32(truncatingIfNeeded: fi!.pointee.fh))
             fuse_reply_err(req, 0)
         }

@@ -68,7 +68,7 @@ public final class Session: Sendable {
         var ops = Operations.table()
         let se: OpaquePointer? = cargs.withUnsafeMutableBufferPointer { buf in
             args.argv = buf.baseAddress
-            return fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size,
+            return suf_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size,
                                     Unmanaged.passUnretained(bridge).toOpaque())
         }
         fuse_opt_free_args(&args)

@@ -11,7 +11,7 @@ public final class Statistics: @unchecked Sendable {
     private static let perOp = 4 + buckets   // count, errors, total ns, max ns, buckets…
     private let ops: UnsafeMutablePointer<UInt64>
     private let errnos: UnsafeMutablePointer<UInt64>
-    private let totals: UnsafeMutablePointer<UInt64>  // read bytes, written bytes, copy-ups, copy-up bytes, copy-up µs, whiteouts, opaques, lower edits
+    private let totals: UnsafeMutablePointer<UInt64>  // read bytes, written bytes, copy-ups, copy-up bytes, copy-up µs, whiteouts, opaques, lower edits, passthrough opens, backing files
     private let started = Clock.nanoseconds()
 
     public init() {
@@ -19,8 +19,8 @@ public final class Statistics: @unchecked Sendable {
         ops.initialize(repeating: 0, count: Op.allCases.count * Self.perOp)
         errnos = .allocate(capacity: 256)
         errnos.initialize(repeating: 0, count: 256)
-        totals = .allocate(capacity: 8)
-        totals.initialize(repeating: 0, count: 8)
+        totals = .allocate(capacity: 10)
+        totals.initialize(repeating: 0, count: 10)
     }
 
     deinit {
@@ -45,6 +45,11 @@ public final class Statistics: @unchecked Sendable {
 
     func addRead(_ n: Int) { suf_atomic_add(totals, UInt64(n)) }
     func addWritten(_ n: Int) { suf_atomic_add(totals + 1, UInt64(n)) }
+    /// An open answered with a backing file: its reads and writes never reach the daemon.
+    func addPassthroughOpen(registered: Bool) {
+        suf_atomic_add(totals + 8, 1)
+        if registered { suf_atomic_add(totals + 9, 1) }
+    }
 
     func record(_ event: UnionEvent) {
         switch event {
@@ -113,6 +118,7 @@ public final class Statistics: @unchecked Sendable {
         out += "bytes read \(total(0)), written \(total(1))\n"
         out += "copy-ups \(total(2)) (\(total(3)) bytes, \(total(4)) us), whiteouts \(total(5)), opaque dirs \(total(6))\n"
         out += "lower edits seen \(total(7))\n"
+        out += "passthrough opens \(total(8)) (backing files \(total(9))): their reads and writes are not counted above\n"
         return out
     }
 
@@ -124,6 +130,7 @@ public final class Statistics: @unchecked Sendable {
         let errs = errorsByName().map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",")
         return "{\"ops\":{\(ops)},\"errors\":{\(errs)},\"bytes_read\":\(total(0)),\"bytes_written\":\(total(1)),"
             + "\"copy_ups\":{\"count\":\(total(2)),\"bytes\":\(total(3)),\"us\":\(total(4))},"
-            + "\"whiteouts\":\(total(5)),\"opaque_dirs\":\(total(6)),\"lower_edits\":\(total(7))}\n"
+            + "\"whiteouts\":\(total(5)),\"opaque_dirs\":\(total(6)),\"lower_edits\":\(total(7)),"
+            + "\"passthrough\":{\"opens\":\(total(8)),\"backing_files\":\(total(9))}}\n"
     }
 }

@@ -84,6 +84,10 @@ public struct MountCommand: Sendable {
     /// `redirect_dir=` and `metacopy=` as given (nil: not given); `features` resolves them.
     public var redirectDir: RedirectMode?
     public var metacopy: Bool?
+    /// FUSE passthrough of file data (`passthrough=`): auto uses it where the libfuse, the kernel
+    /// and root allow; on requires the libfuse and root (checked before mounting); off never.
+    public var passthrough: PassthroughMode = .auto
+    public enum PassthroughMode: String, Sendable, Equatable, CaseIterable { case auto, on, off }
 
     /// The kernel overlay's limit on lower layers (OVL_MAX_STACK).
     public static let maxLowerDirs = 500

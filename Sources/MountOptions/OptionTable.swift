@@ -134,6 +134,12 @@ enum OptionTable {
             }
             try cmd.assign(\.watchLimit, Int(n), setting: "watch_limit", written: use.item.text)
         }
+        add(["passthrough"], .value) { (cmd, use) throws(UsageError) in
+            guard let mode = MountCommand.PassthroughMode.allCases.first(where: { use.is($0.rawValue) }) else {
+                throw use.refuse("must be auto, on or off")
+            }
+            try cmd.assign(\.passthrough, mode, setting: "passthrough", written: use.item.text)
+        }
         add(["volatile"], .flag) { (cmd, use) throws(UsageError) in
             try cmd.assign(\.skipSync, true, setting: "fsync", written: use.item.text)
         }

@@ -58,6 +58,9 @@ enum Help {
       watch=off|auto|fanotify|inotify   show edits made to the lower layers while mounted
                          (default auto: fanotify as root, else inotify); watch_limit=N inotify
                          directories at most (then short timeouts)
+      passthrough=auto|on|off   the kernel reads and writes upper-layer files
+                         itself (FUSE passthrough: libfuse 3.16+, root; auto:
+                         where available, the default)
       log=syslog|stderr|FILE   where the daemon reports its own errors
                          (default: stderr in the foreground, syslog once in
                          the background)

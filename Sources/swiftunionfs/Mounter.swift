@@ -56,6 +56,7 @@ enum Mounter {
         }
         plan.verbose = cmd.verbose
         plan.whiteoutChosen = cmd.whiteout != nil
+        plan.passthrough = Passthrough.Request(rawValue: cmd.passthrough.rawValue) ?? .auto
         return plan
     }
 

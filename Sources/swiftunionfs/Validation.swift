@@ -1,3 +1,4 @@
+import FuseBridge
 import Glibc
 import MountOptions
 import UnionCore
@@ -33,6 +34,14 @@ enum Validation {
     /// Resolves and checks every directory of the command; returns them absolute.
     static func check(_ cmd: inout MountCommand) throws(UsageError) {
         guard !cmd.lowerDirs.isEmpty else { throw UsageError(message: "lowerdir= is required (lowerdir=TOP:...:BOTTOM)") }
+        if cmd.passthrough == .on {
+            guard Passthrough.built else {
+                throw UsageError(message: "passthrough=on: this swiftunionfs is built with libfuse \(Passthrough.libfuseVersion); FUSE passthrough needs libfuse 3.16 or later (passthrough=auto uses it where available)")
+            }
+            guard geteuid() == 0 else {
+                throw UsageError(message: "passthrough=on needs root: the kernel lets only CAP_SYS_ADMIN bind files to backing files (passthrough=auto uses it where available)")
+            }
+        }
         var lowers: [[UInt8]] = []
         for l in cmd.lowerDirs {
             let dir = try directory(l, role: "lowerdir").0

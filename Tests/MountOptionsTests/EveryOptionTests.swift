@@ -27,6 +27,7 @@ final class EveryOptionTests: XCTestCase {
         ("trace", .flagOrPath), ("trace_format", .words(["text", "json"])), ("trace_ops", .operations),
         ("trace_path", .path), ("stats", .path), ("log", .log), ("timeout", .seconds),
         ("watch", .words(["off", "auto", "fanotify", "inotify"])), ("watch_limit", .count),
+        ("passthrough", .words(["auto", "on", "off"])),
         ("volatile", .flag), ("fsync", .bit), ("whiteout", .words(["device", "oci"])),
         ("xattr_namespace", .words(["trusted", "user"])), ("userxattr", .flag),
         ("uidmapping", .idMap), ("gidmapping", .idMap), ("squash_to_root", .flag),

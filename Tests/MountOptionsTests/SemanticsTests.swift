@@ -65,6 +65,15 @@ final class SemanticsTests: XCTestCase {
         }
     }
 
+    func testPassthrough() throws {
+        XCTAssertEqual(try mountWith("").passthrough, .auto)
+        for mode in MountCommand.PassthroughMode.allCases {
+            XCTAssertEqual(try mountWith("passthrough=\(mode.rawValue)").passthrough, mode)
+        }
+        refusedOption("passthrough=1", "auto, on or off")
+        refusedOption("passthrough=auto,passthrough=off", "conflicts")
+    }
+
     func testWatch() throws {
         XCTAssertEqual(try mountWith("").watch, .auto)
         XCTAssertNil(try mountWith("").watchLimit)
