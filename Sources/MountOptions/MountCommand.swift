@@ -78,6 +78,8 @@ public struct MountCommand: Sendable {
     /// `redirect_dir=` and `metacopy=` as given (nil: not given); `features` resolves them.
     public var redirectDir: RedirectMode?
     public var metacopy: Bool?
+    /// `index=on`: lower hard links kept across copy-up, in the kernel's workdir/index.
+    public var index = false
 
     /// The kernel overlay's limit on lower layers (OVL_MAX_STACK).
     public static let maxLowerDirs = 500

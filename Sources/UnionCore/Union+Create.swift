@@ -138,6 +138,8 @@ extension Union {
         guard let srcParent else { throw Errno.noEntry }
         let st = try resolver.withDirectory(srcParent, in: upper.index) { (sdir: Int32) throws(Errno) -> stat in
             try resolver.withDirectory(newParent, in: upper.index) { (ddir: Int32) throws(Errno) -> stat in
+                // An indexed file's count is kept relative to upper's, which the link changes with it.
+                _ = try indexedLinks(sdir, srcName)
                 if v.deviceWhiteout {
                     let tmp = work.tempName()
                     try Sys.link(sdir, srcName, work.fd, tmp)

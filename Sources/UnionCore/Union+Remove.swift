@@ -14,7 +14,7 @@ extension Union {
     private func remove(_ parentID: UInt64, _ name: Name, directory: Bool) throws(Errno) {
         let parent = try node(parentID)
         let (upper, work, markers) = try requireUpper()
-        guard let r = try resolver.resolve(parent, name) else { throw Errno.noEntry }
+        guard var r = try resolveIndexed(parent, name) else { throw Errno.noEntry }
         if directory {
             guard r.type == S_IFDIR else { throw Errno.notDirectory }
             // Emptiness must be proven: a layer that cannot be listed fails the rmdir.
@@ -23,6 +23,7 @@ extension Union {
             throw Errno.isDirectory
         }
         try copyUp(parent)
+        if !directory, let indexed = try copyUpIndexedName(parent, name, r) { r = indexed }
         let whiteout = try resolver.lowerShows(parent, name, upper: upper)
         let path = displayPath(parentID, child: name)
         if !directory { keepIfOpen(parent, name) }
@@ -31,7 +32,9 @@ extension Union {
                 try markers.writeWhiteout(dfd, name, path: path)
                 return
             }
+            let links = directory ? nil : try indexedLinks(dfd, name)
             let tmp = try markers.evict(dfd, name, leaveWhiteout: whiteout, path: path)
+            indexedNameRemoved(links)
             // The name is gone from the view; what is left in workdir (for a directory, only
             // markers: the merged view was empty) is freed now, or at the next mount.
             do throws(Errno) {

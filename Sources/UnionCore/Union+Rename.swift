@@ -7,8 +7,8 @@ extension Union {
         let (upper, _, markers) = try requireUpper()
         guard newParent.isDirectory else { throw Errno.notDirectory }
         if Markers.isOCIMarkerName(newName) { throw Errno.permission }
-        guard let src = try resolver.resolve(parent, name) else { throw Errno.noEntry }
-        let dst = try resolver.resolve(newParent, newName)
+        guard let src = try resolveIndexed(parent, name) else { throw Errno.noEntry }
+        var dst = try resolveIndexed(newParent, newName)
         // The kernel's overlay takes only these two flags (RENAME_WHITEOUT is its own tool).
         guard flags & ~(Sys.renameNoReplace | Sys.renameExchange) == 0 else { throw Errno.invalid }
         let exchange = flags & Sys.renameExchange != 0
@@ -40,6 +40,8 @@ extension Union {
         try copyUpNamed(parent, name, metadataOnly: true)
         if exchange { try copyUpNamed(newParent, newName, metadataOnly: true) }
         try copyUp(newParent)
+        // A lower hard link renamed over loses a name: the index records it (ovl_nlink_start).
+        if !exchange, dst != nil { dst = try copyUpIndexedName(newParent, newName, dst) }
         let samedir = parentID == newParentID
         let srcRedirect = try redirectForMove(parent, name, src, samedir: samedir)
         let dstRedirect = exchange ? try redirectForMove(newParent, newName, dst!, samedir: samedir) : nil
@@ -72,6 +74,10 @@ extension Union {
                 }
                 let dstUpper = try Sys.statIfPresent(ddir, newName)
                 let overDevice = dstUpper?.isWhiteoutDevice ?? false
+                // Two names of one file: rename(2) changes nothing, nor does the union's count.
+                let srcUpper = try Sys.statIfPresent(sdir, name)
+                let sameFile = dstUpper != nil && srcUpper?.st_ino == dstUpper?.st_ino && srcUpper?.st_dev == dstUpper?.st_dev
+                let dstLinks = dst?.type == S_IFREG && !sameFile ? try indexedLinks(ddir, newName) : nil
                 // A directory moved into a merged parent is marked opaque, as the kernel does:
                 // nothing the lower layers have (now or later) may merge into it.
                 // (One that merges lower content carries a redirect instead.)
@@ -87,6 +93,7 @@ extension Union {
                 }
                 try move(sdir, name, ddir, newName, isDirectory: src.type == S_IFDIR, overDevice: overDevice,
                          leaveWhiteout: srcWhiteout, markers: markers, path: path)
+                indexedNameRemoved(dstLinks)
                 try markers.clearOCIWhiteout(ddir, newName)
             }
         }
