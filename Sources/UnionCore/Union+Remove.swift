@@ -34,7 +34,8 @@ extension Union {
             }
             let links = directory ? nil : try indexedLinks(dfd, name)
             let tmp = try markers.evict(dfd, name, leaveWhiteout: whiteout, path: path)
-            indexedNameRemoved(links)
+            // Once the evicted link in workdir is gone too: the entry's own count tells.
+            defer { indexedNameRemoved(links) }
             // The name is gone from the view; what is left in workdir (for a directory, only
             // markers: the merged view was empty) is freed now, or at the next mount.
             do throws(Errno) {

@@ -1,0 +1,318 @@
+"""index=on: lower hard links kept across copy-up, in the kernel's workdir/index format,
+against the kernel's overlay with index=on, both ways.
+
+What a user checks: every name of a lower hard link shows the new content after one
+name is written, with one inode number for all and the right link count, across a
+remount; the kernel over swiftunionfs's upper (same workdir: the index lives there)
+shows the same without complaining in the kernel log; swiftunionfs over the kernel's
+upper shows what the kernel showed; unlink, link and rename of the names give the same
+link counts in both.
+"""
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import SUF_BIN, Hardlink, build_layers, diff_snapshots, is_mounted, make_dirs, snapshot
+from test_kernel_features import kmount, options, smount, start, stop, write
+
+pytestmark = [pytest.mark.suf_only,
+              pytest.mark.skipif(os.geteuid() != 0, reason="kernel overlay mounts and trusted.overlay.* need root")]
+
+IDX = "index=on"
+# What the kernel logs when it finds an index it does not trust (namei.c, util.c, inode.c).
+COMPLAINTS = ("failed to verify", "orphan index", "bad index", "wrong index", "stale index",
+              "failed to get index nlink", "cleanup linked index", "suspected uncovered",
+              "falling back to index=off")
+
+
+def dmesg_lines():
+    r = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=30)
+    return r.stdout.splitlines()
+
+
+class KernelLog:
+    """The overlayfs lines the kernel logs from now on."""
+
+    def __init__(self):
+        self.before = dmesg_lines()
+
+    def complaints(self):
+        now = dmesg_lines()
+        last = self.before[-1] if self.before else None
+        new = now[now.index(last) + 1:] if last in now else now
+        return [l for l in new if "overlayfs" in l and any(c in l for c in COMPLAINTS)]
+
+
+def linked(m, names):
+    """(content, st_ino, st_nlink) shown for each name; asserts they are one file."""
+    seen = []
+    for n in names:
+        p = os.path.join(m, n)
+        st = os.stat(p)
+        with open(p, "rb") as f:
+            seen.append((f.read(), st.st_ino, st.st_nlink))
+    assert len(set(seen)) == 1, f"names {names} are not one file: {seen}"
+    return seen[0]
+
+
+def index_entries(work):
+    d = os.path.join(work, "index")
+    return sorted(n for n in os.listdir(d) if not n.startswith("#")) if os.path.isdir(d) else []
+
+
+def xattr(path, name):
+    try:
+        return os.getxattr(path, name, follow_symlinks=False)
+    except OSError:
+        return None
+
+
+def assert_tree(a, b, na, nb):
+    d = diff_snapshots(a, b, na, nb)
+    assert not d, f"{na} vs {nb}:\n  " + "\n  ".join(d)
+
+
+LINKED = {"a": "data\n", "b": Hardlink("a"), "d": {"c": Hardlink("a")}, "single": "single\n"}
+NAMES = ["a", "b", "d/c"]
+
+
+def test_suf_keeps_lower_hard_links_and_the_kernel_reads_its_index(tmp_path):
+    lowers = build_layers(tmp_path, [LINKED])
+    upper, work = make_dirs(tmp_path / "u", tmp_path / "w")
+    with smount(lowers, upper, work, IDX) as m:
+        assert linked(m, NAMES) == (b"data\n", os.stat(os.path.join(m, "a")).st_ino, 3)
+        write(os.path.join(m, "b"), b"more\n")
+        content, ino, nlink = linked(m, NAMES)
+        assert content == b"data\nmore\n" and nlink == 3
+        write(os.path.join(m, "single"), b"x\n")
+        assert os.stat(os.path.join(m, "single")).st_nlink == 1
+    # The kernel's format: one entry named by the lower file's handle, which the upper
+    # copy carries as its origin; the upper root's origin names the lower root.
+    entries = index_entries(work)
+    assert len(entries) == 1 and entries[0].startswith("00fb"), entries
+    assert xattr(os.path.join(upper, "b"), "trusted.overlay.origin").hex() == entries[0]
+    assert os.path.samestat(os.stat(os.path.join(upper, "b")), os.stat(os.path.join(work, "index", entries[0])))
+    assert xattr(str(upper), "trusted.overlay.origin") is not None
+    assert xattr(os.path.join(work, "index"), "trusted.overlay.upper") is not None
+    assert xattr(os.path.join(upper, "single"), "trusted.overlay.origin") is None  # not a hard link
+    with smount(lowers, upper, work, IDX) as m:
+        content, _, nlink = linked(m, NAMES)
+        assert (content, nlink) == (b"data\nmore\n", 3)
+        sview = snapshot(m)
+    log = KernelLog()
+    with kmount(lowers, upper, work, IDX) as m:
+        content, _, nlink = linked(m, NAMES)
+        assert (content, nlink) == (b"data\nmore\n", 3)
+        kview = snapshot(m)
+    assert not log.complaints(), log.complaints()
+    assert_tree(kview, sview, "kernel index=on over suf's upper", "suf")
+
+
+def test_kernel_index_read_by_suf(tmp_path):
+    """The kernel copies one name up into its index (the others stay lower-only in
+    upper); swiftunionfs shows every name through the index entry."""
+    lowers = build_layers(tmp_path, [LINKED])
+    upper, work = make_dirs(tmp_path / "u", tmp_path / "w")
+    with kmount(lowers, upper, work, IDX) as m:
+        write(os.path.join(m, "a"), b"kernel\n")
+    assert sorted(os.listdir(upper)) == ["a"]  # b and d/c live only in the index
+    with kmount(lowers, upper, work, IDX) as m:
+        kcontent, _, knlink = linked(m, NAMES)
+        kview = snapshot(m)
+    assert (kcontent, knlink) == (b"data\nkernel\n", 3)
+    with smount(lowers, upper, work, IDX) as m:
+        assert linked(m, NAMES)[::2] == (kcontent, knlink)
+        assert_tree(kview, snapshot(m), "kernel", "suf over the kernel's upper")
+        write(os.path.join(m, "d/c"), b"suf\n")
+        assert linked(m, NAMES)[0] == b"data\nkernel\nsuf\n"
+    log = KernelLog()
+    with kmount(lowers, upper, work, IDX) as m:
+        assert linked(m, NAMES)[::2] == (b"data\nkernel\nsuf\n", 3)
+    assert not log.complaints(), log.complaints()
+
+
+def test_mount_refuses_an_upper_recorded_over_another_lower(tmp_path):
+    """The upper root's origin names the lower root it was first used with: the kernel
+    refuses index=on over another lower ("failed to verify upper root origin"); so do we,
+    in one line, exit 2."""
+    l1, l2 = build_layers(tmp_path / "one", [{"f": "1"}])[0], build_layers(tmp_path / "two", [{"f": "2"}])[0]
+    upper, work, mnt = make_dirs(tmp_path / "u", tmp_path / "w", tmp_path / "m")
+    with smount([l1], upper, work, IDX):
+        pass
+    r = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options([l2], upper, work, IDX), str(mnt)],
+                       capture_output=True, text=True, timeout=30)
+    if r.returncode == 0:
+        subprocess.run(["umount", str(mnt)], timeout=30)
+    assert r.returncode != 0, "the kernel mounted the upper over another lower"
+    s = subprocess.run([SUF_BIN, "-o", options([l2], upper, work, IDX), str(mnt)], capture_output=True, text=True, timeout=30)
+    assert s.returncode == 2 and "failed to verify upper root origin" in s.stderr and s.stderr.count("\n") == 1, s.stderr
+    assert not is_mounted(str(mnt))
+    with smount([l2], upper, work, "index=off") as m:  # without the index it mounts
+        assert os.listdir(m) == ["f"]
+
+
+# --------------------------------------------------------------------------
+# link, unlink and rename of the names of an indexed file, against the kernel
+# --------------------------------------------------------------------------
+
+OPS_TREE = {"a": "data\n", "b": Hardlink("a"), "d": {"c": Hardlink("a")},
+            "p": "p\n", "q": Hardlink("p"), "single": "single\n",
+            "r": "r\n", "s": Hardlink("r")}
+OPS_NAMES = ["a", "b", "d/c", "d/new", "x", "p", "q", "r", "s", "single"]
+
+
+def run_ops(m):
+    """The steps, each followed by what every name shows: (content, nlink) or None."""
+    def view():
+        out = {}
+        for n in OPS_NAMES:
+            p = os.path.join(m, n)
+            if not os.path.lexists(p):
+                out[n] = None
+                continue
+            with open(p, "rb") as f:
+                out[n] = (f.read(), os.stat(p).st_nlink)
+        inos = {os.stat(os.path.join(m, n)).st_ino for n in ("a", "b", "d/c", "d/new", "x") if os.path.lexists(os.path.join(m, n))}
+        assert len(inos) <= 1, f"names of one file show {inos}"
+        return out
+
+    steps = []
+    write(os.path.join(m, "a"), b"new\n")
+    steps.append(("write a", view()))
+    os.unlink(os.path.join(m, "b"))
+    steps.append(("unlink b", view()))
+    os.link(os.path.join(m, "a"), os.path.join(m, "d/new"))
+    steps.append(("link a d/new", view()))
+    os.rename(os.path.join(m, "d/c"), os.path.join(m, "x"))
+    steps.append(("rename d/c x", view()))
+    os.rename(os.path.join(m, "single"), os.path.join(m, "q"))   # over a lower hard link never copied up
+    steps.append(("rename single over q", view()))
+    os.unlink(os.path.join(m, "s"))                               # a lower hard link never copied up
+    steps.append(("unlink s", view()))
+    for n in ("a", "d/new", "x"):
+        os.unlink(os.path.join(m, n))
+    steps.append(("unlink the rest of a", view()))
+    return steps
+
+
+def test_link_unlink_rename_match_the_kernel(tmp_path):
+    klowers = build_layers(tmp_path / "k", [OPS_TREE])
+    slowers = build_layers(tmp_path / "s", [OPS_TREE])
+    kup, kwork, sup, swork = make_dirs(tmp_path / "ku", tmp_path / "kw", tmp_path / "su", tmp_path / "sw")
+    with kmount(klowers, kup, kwork, IDX) as m:
+        ksteps = run_ops(m)
+    with smount(slowers, sup, swork, IDX) as m:
+        ssteps = run_ops(m)
+    for (op, k), (_, s) in zip(ksteps, ssteps):
+        assert k == s, f"after {op}: kernel {k} suf {s}"
+    assert ksteps[-1][1]["p"] == (b"p\n", 1) and ksteps[-1][1]["r"] == (b"r\n", 1)
+    # The entry of a file whose names are all gone goes too; p's and r's stay.
+    assert len(index_entries(kwork)) == len(index_entries(swork)) == 2
+    # Each upper remounted, and read by the other.
+    with kmount(klowers, kup, kwork, IDX) as m:
+        kview = snapshot(m)
+    with smount(slowers, sup, swork, IDX) as m:
+        sview = snapshot(m)
+    assert_tree(kview, sview, "kernel", "suf")
+    log = KernelLog()
+    with kmount(slowers, sup, swork, IDX) as m:
+        assert_tree(sview, snapshot(m), "suf", "kernel over suf's upper")
+    assert not log.complaints(), log.complaints()
+    with smount(klowers, kup, kwork, IDX) as m:
+        assert_tree(kview, snapshot(m), "kernel", "suf over the kernel's upper")
+
+
+# --------------------------------------------------------------------------
+# a crash in the middle of an indexed copy-up
+# --------------------------------------------------------------------------
+
+def test_kill_during_indexed_copy_up(tmp_path):
+    """SIGKILL while a big lower hard link is being copied up: after remounting, both
+    names show one file, the old content or the new, under swiftunionfs and the kernel;
+    the lower layer is untouched."""
+    from test_writes import random_bytes
+    size = 256 << 20
+    lower, upper, work = make_dirs(tmp_path / "lower", tmp_path / "upper", tmp_path / "work")
+    big = os.path.join(lower, "big")
+    chunk = random_bytes(1 << 20, 11)
+    h = hashlib.sha256()
+    with open(big, "wb") as f:
+        for i in range(size >> 20):
+            c = i.to_bytes(8, "little") + chunk[8:]
+            f.write(c)
+            h.update(c)
+    os.link(big, os.path.join(lower, "big2"))
+    lower_hash = h.copy().hexdigest()
+    h.update(b"X")
+    appended_hash = h.hexdigest()
+
+    def hashes(m):
+        out = []
+        for n in ("big", "big2"):
+            p = os.path.join(m, n)
+            d = hashlib.sha256()
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    d.update(block)
+            out.append((d.hexdigest(), os.stat(p).st_nlink, os.stat(p).st_ino))
+        assert out[0] == out[1], f"big and big2 differ: {out}"
+        assert out[0][0] in (lower_hash, appended_hash) and out[0][1] == 2, out
+        return out[0][0]
+
+    mnt = None
+    writer = None
+    try:
+        mnt = start([lower], upper, work, IDX)
+        writer = subprocess.Popen([sys.executable, "-c", "import sys; f=open(sys.argv[1],'ab'); f.write(b'X'); f.close()",
+                                   os.path.join(mnt, "big")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        staged = os.path.join(work, "work")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and writer.poll() is None and \
+                sum(os.lstat(os.path.join(staged, n)).st_blocks for n in os.listdir(staged)) < 4096:
+            time.sleep(0.002)
+        os.kill(mnt.proc.pid, signal.SIGKILL)
+        mnt.proc.wait(20)
+        print(f"killed with index {index_entries(work)}, upper {os.listdir(upper)}")
+    finally:
+        if writer is not None:
+            try:
+                writer.wait(30)
+            except subprocess.TimeoutExpired:
+                writer.kill()
+                writer.wait(10)
+        if mnt is not None:
+            stop(mnt)
+    with smount([lower], upper, work, IDX) as m:
+        shown = hashes(m)
+    log = KernelLog()
+    with kmount([lower], upper, work, IDX) as m:
+        assert hashes(m) == shown
+    assert not [l for l in log.complaints() if "orphan" not in l], log.complaints()
+    with open(big, "rb") as f:
+        d = hashlib.sha256()
+        for block in iter(lambda: f.read(1 << 20), b""):
+            d.update(block)
+    assert d.hexdigest() == lower_hash
+
+
+def test_userxattr_index_is_read_by_the_kernel(tmp_path):
+    """index=on with userxattr keeps its format in user.overlay.*; the kernel (as root,
+    with userxattr) reads it the same way."""
+    lowers = build_layers(tmp_path, [LINKED])
+    upper, work = make_dirs(tmp_path / "u", tmp_path / "w")
+    with smount(lowers, upper, work, "userxattr," + IDX) as m:
+        write(os.path.join(m, "a"), b"user\n")
+        assert linked(m, NAMES)[::2] == (b"data\nuser\n", 3)
+    assert xattr(os.path.join(upper, "a"), "user.overlay.origin") is not None
+    assert xattr(os.path.join(upper, "a"), "trusted.overlay.origin") is None
+    log = KernelLog()
+    with kmount(lowers, upper, work, "userxattr," + IDX) as m:
+        assert linked(m, NAMES)[::2] == (b"data\nuser\n", 3)
+    assert not log.complaints(), log.complaints()
