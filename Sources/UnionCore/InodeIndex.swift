@@ -68,6 +68,11 @@ final class InodeIndex: Sendable {
         do throws(Errno) {
             lowerRootHandle = try Self.handle(lowerRoot.rootFD, nil, uuid: ids[lowerRoot.index], upper: false)
             upperRootHandle = try Self.handle(upper.rootFD, nil, uuid: ids[upper.index], upper: true)
+            // Every lower layer must give handles (the kernel falls back to index=off where
+            // one cannot: ovl_lower_dir; refused here, a copy-up would fail later).
+            for layer in layers where !layer.isUpper {
+                _ = try Self.handle(layer.rootFD, nil, uuid: ids[layer.index], upper: false)
+            }
         } catch where error.rawValue == EOPNOTSUPP {
             throw Self.refused
         }

@@ -46,21 +46,27 @@ extension Union {
                        into dstDir: Int32, work: WorkDir, copier: Copier, data: CopyUpData) throws(Errno) -> (bytes: Int64, handle: [UInt8]) {
         let handle = try index.originHandle(layer: from, srcDir, name)
         let entry = InodeIndex.entryName(handle)
+        var bytes: Int64 = 0
+        // Staged outside the lock (a big file takes a while); only the rename into the
+        // index and the link-up are serialised.
+        var staged: Name?
+        defer { staged.map { try? Sys.unlink(work.fd, $0) } }
+        if try index.entry(handle) == nil {
+            let tmp = work.tempName()
+            staged = tmp
+            bytes = try copier.stage(srcDir, name, st, into: work.fd, tmp, data: data == .metadata ? .full : data)
+            try InodeIndex.set(.entry(work.fd, tmp), index.originXattr, handle)
+            // The union's count relative to this one link (the kernel writes the same right
+            // after its rename into the index).
+            try index.setCount(.entry(work.fd, tmp), .init(relativeToLower: false, diff: Int(st.st_nlink) - 1))
+        }
         return try index.lock.withLock { (_: inout Void) throws(Errno) -> (bytes: Int64, handle: [UInt8]) in
-            var bytes: Int64 = 0
-            if try index.entry(handle) == nil {
-                let tmp = work.tempName()
+            if let tmp = staged {
                 do throws(Errno) {
-                    bytes = try copier.stage(srcDir, name, st, into: work.fd, tmp, data: data == .metadata ? .full : data)
-                    try InodeIndex.set(.entry(work.fd, tmp), index.originXattr, handle)
-                    // The union's count relative to this one link (the kernel writes the same
-                    // right after its rename into the index).
-                    try index.setCount(.entry(work.fd, tmp), .init(relativeToLower: false, diff: Int(st.st_nlink) - 1))
                     try Sys.rename(work.fd, tmp, index.fd, entry, flags: Sys.renameNoReplace)
-                } catch {
-                    try? Sys.unlink(work.fd, tmp)
-                    // Another mount made the entry meanwhile: link that one.
-                    if error.rawValue != EEXIST { throw error }
+                    staged = nil
+                } catch where error.rawValue == EEXIST {
+                    // Made meanwhile (another thread or mount): link that one.
                 }
             }
             try linkUp(index, handle, lowerNlink: Int(st.st_nlink), into: dstDir, name)
