@@ -20,6 +20,7 @@ import pytest
 
 from conftest import SUF_BIN, Hardlink, build_layers, diff_snapshots, is_mounted, make_dirs, snapshot
 from test_kernel_features import kmount, options, smount, start, stop, write
+from test_rootless import base_dir, dev_fuse, rl_user  # noqa: F401 (fixtures for the rootless test)
 
 pytestmark = [pytest.mark.suf_only,
               pytest.mark.skipif(os.geteuid() != 0, reason="kernel overlay mounts and trusted.overlay.* need root")]
@@ -316,3 +317,47 @@ def test_userxattr_index_is_read_by_the_kernel(tmp_path):
     with kmount(lowers, upper, work, "userxattr," + IDX) as m:
         assert linked(m, NAMES)[::2] == (b"data\nuser\n", 3)
     assert not log.complaints(), log.complaints()
+
+
+ROOTLESS_SCRIPT = r"""
+set -u
+B=$1; D=$2
+o="lowerdir=$D/l,upperdir=$D/u,workdir=$D/w"
+show() { echo "$1: $(cat "$D/m/d/c" | tr '\n' ' ')nlink $(stat -c %h "$D/m/a" "$D/m/b" "$D/m/d/c" | tr '\n' ' ')inodes $(stat -c %i "$D/m/a" "$D/m/b" "$D/m/d/c" | sort -u | wc -l)"; }
+"$B" -o "$o,index=on" "$D/m" || exit 10
+echo more >> "$D/m/b" && show suf
+fusermount3 -u "$D/m"; flock "$D/w" true
+echo "origin: $(getfattr --absolute-names -n user.overlay.origin "$D/u/b" 2>/dev/null | grep -c origin)"
+echo "trusted: $(getfattr -d -m trusted -R "$D/u" "$D/w" 2>/dev/null | grep -c overlay)"
+echo "entries: $(ls "$D/w/index" | wc -l)"
+"$B" -o "$o,index=on" "$D/m" || exit 11
+show remount
+fusermount3 -u "$D/m"; flock "$D/w" true
+if mount -t overlay overlay -o "userxattr,index=on,$o" "$D/m" 2>/dev/null; then show kernel; umount "$D/m"; else echo "kernel refuses userxattr,index=on"; fi
+"""
+
+
+def test_rootless_index_in_user_xattrs(rl_user, dev_fuse, base_dir):
+    """Unprivileged, index=on needs only encoding handles: swiftunionfs keeps the index in
+    user.overlay.* across remounts; the kernel in the user's namespace shows the same file."""
+    import tempfile
+    from conftest import build_layer
+    user = rl_user
+    d = tempfile.mkdtemp(dir=base_dir)
+    build_layer(os.path.join(d, "l"), LINKED)
+    for n in ("u", "w", "m"):
+        os.mkdir(os.path.join(d, n))
+    subprocess.run(["chown", "-R", f"{user['uid']}:{user['gid']}", d], check=True, timeout=60)
+    os.chmod(d, 0o755)
+    r = subprocess.run(["runuser", "-u", user["name"], "--", "unshare", "-Urm", "sh", "-c", ROOTLESS_SCRIPT, "sh",
+                        SUF_BIN, d], capture_output=True, text=True, timeout=120)
+    out = r.stdout
+    print(out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    linked_line = "data more nlink 3 3 3 inodes 1"
+    for line in ("suf: " + linked_line, "remount: " + linked_line, "origin: 1", "trusted: 0", "entries: 1"):
+        assert line in out, out + r.stderr
+    # The kernel in a user namespace cannot decode handles, so it falls back to index=off
+    # ("upper fs does not support file handles"): the same file under every name, with
+    # the upper inode's own count (the index entry's link included).
+    assert "kernel: data more nlink 4 4 4 inodes 1" in out, out + r.stderr
