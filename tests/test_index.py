@@ -361,3 +361,27 @@ def test_rootless_index_in_user_xattrs(rl_user, dev_fuse, base_dir):
     # ("upper fs does not support file handles"): the same file under every name, with
     # the upper inode's own count (the index entry's link included).
     assert "kernel: data more nlink 4 4 4 inodes 1" in out, out + r.stderr
+
+
+def test_metacopy_with_index_both_ways(tmp_path):
+    """metacopy=on,index=on: the kernel's chown of a lower hard link leaves a metacopy in
+    its index; swiftunionfs shows every name with the new owner over the lower data,
+    writes through one name, and the kernel reads that. swiftunionfs's own chown (a full
+    copy into the index) reads the same under the kernel."""
+    o = "metacopy=on," + IDX
+    for first, second in ((kmount, smount), (smount, kmount)):
+        lowers = build_layers(tmp_path / first.__name__, [LINKED])
+        upper, work = make_dirs(tmp_path / first.__name__ / "u", tmp_path / first.__name__ / "w")
+        with first(lowers, upper, work, o) as m:
+            os.chown(os.path.join(m, "b"), 7, 7)
+            assert {os.stat(os.path.join(m, n)).st_uid for n in NAMES} == {7}
+            view = snapshot(m)
+        log = KernelLog()
+        with second(lowers, upper, work, o) as m:
+            assert_tree(view, snapshot(m), first.__name__, second.__name__)
+            write(os.path.join(m, "d/c"), b"more\n")
+            assert linked(m, NAMES)[::2] == (b"data\nmore\n", 3)
+        with first(lowers, upper, work, o) as m:
+            assert linked(m, NAMES)[::2] == (b"data\nmore\n", 3)
+            assert {os.stat(os.path.join(m, n)).st_uid for n in NAMES} == {7}
+        assert not log.complaints(), log.complaints()
