@@ -156,6 +156,17 @@ def test_mount_refuses_an_upper_recorded_over_another_lower(tmp_path):
     assert not is_mounted(str(mnt))
     with smount([l2], upper, work, "index=off") as m:  # without the index it mounts
         assert os.listdir(m) == ["f"]
+    # The index belongs to the upper it was made with: another upper over the same
+    # workdir is refused by both ("failed to verify index dir 'upper' xattr").
+    upper2, = make_dirs(tmp_path / "u2")
+    r = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options([l1], upper2, work, IDX), str(mnt)],
+                       capture_output=True, text=True, timeout=30)
+    if r.returncode == 0:
+        subprocess.run(["umount", str(mnt)], timeout=30)
+    assert r.returncode != 0, "the kernel mounted another upper over the index"
+    s = subprocess.run([SUF_BIN, "-o", options([l1], upper2, work, IDX), str(mnt)], capture_output=True, text=True, timeout=30)
+    assert s.returncode == 2 and "failed to verify index dir 'upper' xattr" in s.stderr and s.stderr.count("\n") == 1, s.stderr
+    assert not is_mounted(str(mnt))
 
 
 # --------------------------------------------------------------------------
