@@ -285,9 +285,18 @@ def test_kill_during_indexed_copy_up(tmp_path):
                                    os.path.join(mnt, "big")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   start_new_session=True)
         staged = os.path.join(work, "work")
+
+        def staged_blocks():
+            total = 0
+            for n in os.listdir(staged):
+                try:
+                    total += os.lstat(os.path.join(staged, n)).st_blocks
+                except FileNotFoundError:  # renamed into the index meanwhile
+                    pass
+            return total
+
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and writer.poll() is None and \
-                sum(os.lstat(os.path.join(staged, n)).st_blocks for n in os.listdir(staged)) < 4096:
+        while time.monotonic() < deadline and writer.poll() is None and staged_blocks() < 4096:
             time.sleep(0.002)
         os.kill(mnt.proc.pid, signal.SIGKILL)
         mnt.proc.wait(20)
