@@ -405,3 +405,35 @@ def test_metacopy_with_index_both_ways(tmp_path):
             assert linked(m, NAMES)[::2] == (b"data\nmore\n", 3)
             assert {os.stat(os.path.join(m, n)).st_uid for n in NAMES} == {7}
         assert not log.complaints(), log.complaints()
+
+
+@pytest.mark.parametrize("state", ["entry-only", "mid-link-up"])
+def test_crash_states_between_index_and_link_up(tmp_path, state):
+    """The states a crash after the rename into the index can leave, made by hand from a
+    finished copy-up: the entry alone with its count relative to itself ("U+2", after the
+    rename into the index), or one upper name linked with the count still relative to the
+    lower file ("L+0", in the link-up). Both implementations show every name as the one
+    file with the union's count."""
+    lowers = build_layers(tmp_path, [LINKED])
+    upper, work = make_dirs(tmp_path / "u", tmp_path / "w")
+    with smount(lowers, upper, work, IDX) as m:
+        write(os.path.join(m, "b"), b"more\n")
+        linked(m, NAMES)
+    entry = os.path.join(work, "index", index_entries(work)[0])
+    keep = [] if state == "entry-only" else ["b"]
+    for n in NAMES:
+        if n not in keep:
+            os.unlink(os.path.join(upper, n))
+            if os.path.dirname(n):
+                os.rmdir(os.path.join(upper, os.path.dirname(n)))
+    os.setxattr(entry, "trusted.overlay.nlink", b"U+2" if state == "entry-only" else b"L+0")
+    assert os.stat(entry).st_nlink == 1 + len(keep)
+    with smount(lowers, upper, work, IDX) as m:
+        # The name still in upper first: its count is read before any link-up corrects it.
+        assert linked(m, ["b", "a", "d/c"])[::2] == (b"data\nmore\n", 3)
+        sview = snapshot(m)
+    log = KernelLog()
+    with kmount(lowers, upper, work, IDX) as m:
+        assert linked(m, NAMES)[::2] == (b"data\nmore\n", 3)
+        assert_tree(sview, snapshot(m), "suf", "kernel")
+    assert not log.complaints(), log.complaints()

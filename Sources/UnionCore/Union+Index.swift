@@ -19,6 +19,10 @@ extension Union {
     /// up under this name: the name then resolves to the indexed upper inode.
     func resolveIndexed(_ parent: Node, _ name: Name) throws(Errno) -> Resolution? {
         guard let r = try resolver.resolve(parent, name) else { return nil }
+        if let index, let upper, r.layers[0] == upper.index, r.type == S_IFREG, r.stat.st_nlink > 1 {
+            try countRelativeToUpper(index, upper, parent, name)
+            return r
+        }
         guard let index, let upper, r.data == nil, needsIndex(r.stat, from: r.layers[0]), case .same = r.paths[0] else { return r }
         let handle = try resolver.withDirectory(parent, in: r.layers[0]) { (dir: Int32) throws(Errno) -> [UInt8] in
             try index.originHandle(layer: r.layers[0], dir, name)
@@ -33,6 +37,31 @@ extension Union {
             }
         }
         return try resolver.resolve(parent, name)
+    }
+
+    /// A crash in the middle of a link-up leaves the count relative to the lower file
+    /// ("L+0"): rewritten relative to upper's, with the count of the lower file at the same
+    /// path when its handle is the origin (else the names upper holds), before anything
+    /// reads or changes it.
+    private func countRelativeToUpper(_ index: InodeIndex, _ upper: Layer, _ parent: Node, _ name: Name) throws(Errno) {
+        try index.lock.withLock { (_: inout Void) throws(Errno) in
+            try resolver.withDirectory(parent, in: upper.index) { (dir: Int32) throws(Errno) in
+                guard let raw = try Sys.getxattrIfPresent(.entry(dir, name), index.nlinkXattr),
+                      let value = InodeIndex.NlinkValue(parsing: raw), value.relativeToLower,
+                      let origin = try Sys.getxattrIfPresent(.entry(dir, name), index.originXattr) else { return }
+                let st = try Sys.stat(dir, name)
+                var lower: Int?
+                let below = nodes.layers(of: parent).filter { !layers[$0].isUpper }
+                if let lr = try resolver.resolve(parent, name, layers: below), lr.type == S_IFREG, case .same = lr.paths[0] {
+                    let h = try resolver.withDirectory(parent, in: lr.layers[0]) { (ldir: Int32) throws(Errno) -> [UInt8] in
+                        try index.originHandle(layer: lr.layers[0], ldir, name)
+                    }
+                    if h == origin { lower = Int(lr.stat.st_nlink) }
+                }
+                guard let count = value.unionCount(upper: Int(st.st_nlink), lower: lower) else { return }
+                try index.setCount(.entry(dir, name), .init(relativeToLower: false, diff: count - Int(st.st_nlink)))
+            }
+        }
     }
 
     /// Copies lower file `name` of `srcDir` (stat `st`, layer `from`) into the index, unless
