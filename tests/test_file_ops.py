@@ -14,6 +14,7 @@ import select
 
 from conftest import File, differential
 from harness.trees import extent_map
+from harness import modes
 
 MiB = 1 << 20
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -70,7 +71,8 @@ def digest(path):
 # mmap
 # --------------------------------------------------------------------------
 
-def test_shared_writable_mmap_of_a_copied_up_file(tmp_path):
+@pytest.mark.parametrize("mode", modes.params(modes.DIFFERENTIAL))
+def test_shared_writable_mmap_of_a_copied_up_file(tmp_path, mode):
     def op(r):
         def mapped_write():
             fd = os.open(r.p("m"), os.O_RDWR)           # copy-up
@@ -113,7 +115,7 @@ def test_shared_writable_mmap_of_a_copied_up_file(tmp_path):
                 os.close(fd)
         r("a private mapping does not write", private_map)
         r("file unchanged", read, r.p("d/x"))
-    differential(tmp_path, SPEC, op)
+    differential(tmp_path, SPEC, op, suf_opts=mode)
 
 
 # --------------------------------------------------------------------------
@@ -260,7 +262,8 @@ def test_o_tmpfile(tmp_path):
 # fallocate, punch hole
 # --------------------------------------------------------------------------
 
-def test_fallocate_and_punch_hole(tmp_path):
+@pytest.mark.parametrize("mode", modes.params(modes.DIFFERENTIAL))
+def test_fallocate_and_punch_hole(tmp_path, mode):
     def op(r):
         def ops_on(rel):
             fd = os.open(r.p(rel), os.O_RDWR)           # copy-up of a 4 MiB lower file
@@ -288,7 +291,7 @@ def test_fallocate_and_punch_hole(tmp_path):
         # (the map after fallocate is left out: whether ext4 reports an unwritten extent
         # as data depends on the page cache, not on the union)
         r("allocated blocks", lambda: os.stat(r.p("fa")).st_blocks)
-    differential(tmp_path, SPEC, op)
+    differential(tmp_path, SPEC, op, suf_opts=mode)
 
 
 # --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import os
 import pytest
 
 from conftest import Sparse, build_layers, make_dirs, mount_kernel, mount_suf
+from harness import modes
 from harness.trees import extent_map, sha256_file
 
 MiB = 1 << 20
@@ -45,12 +46,13 @@ def _contains(holes, hole):
     return any(a <= hole[0] and hole[1] <= b for a, b in holes)
 
 
-def _copy_up(tmp_path, side, how):
+def _copy_up(tmp_path, side, how, mode=()):
     base = tmp_path / side
     lowers = build_layers(base, [SPARSE])
     upper, work = make_dirs(base / "upper", base / "work")
     out = {}
-    with (mount_kernel if side == "kernel" else mount_suf)(lowers, upper, work) as m:
+    mount = mount_kernel(lowers, upper, work) if side == "kernel" else mount_suf(lowers, upper, work, extra_opts=mode)
+    with mount as m:
         for name in SPARSE:
             lower_map = extent_map(os.path.join(lowers[0], name))
             out[name, "merged map before"] = (extent_map(os.path.join(m, name)), lower_map)
@@ -67,10 +69,11 @@ def _copy_up(tmp_path, side, how):
     return out
 
 
+@pytest.mark.parametrize("mode", modes.params(modes.DIFFERENTIAL))
 @pytest.mark.parametrize("how", sorted(COPY_UPS))
-def test_copy_up_keeps_holes(tmp_path, how):
+def test_copy_up_keeps_holes(tmp_path, how, mode):
     k = _copy_up(tmp_path, "kernel", how)
-    s = _copy_up(tmp_path, "suf", how)
+    s = _copy_up(tmp_path, "suf", how, mode)
     problems = []
     for name in SPARSE:
         if (s[name, "size"], s[name, "hash"]) != (k[name, "size"], k[name, "hash"]):

@@ -22,6 +22,7 @@ import stat
 import pytest
 
 from conftest import Dir, File, Hardlink, Symlink, Whiteout, differential, sha256_file
+from harness import modes
 
 # --------------------------------------------------------------------------
 # helpers
@@ -222,7 +223,8 @@ def test_rename_lower_dir_gives_exdev(tmp_path):
     assert res[0][1] == ("err", "EXDEV") and res[1][1] == ("err", "EXDEV"), res
 
 
-def test_metadata_changes(tmp_path):
+@pytest.mark.parametrize("mode", modes.params(modes.DIFFERENTIAL))
+def test_metadata_changes(tmp_path, mode):
     def op(r):
         p = r.p
         r("chmod lower file", os.chmod, p("f"), 0o600)
@@ -243,10 +245,11 @@ def test_metadata_changes(tmp_path):
         r("xattr replace flag on missing", os.setxattr, p("h"), "user.zz", b"x", os.XATTR_REPLACE)
         r("list", lambda: sorted(os.listxattr(p("etc/conf"))))
         r("chmod setgid dir", os.chmod, p("etc"), 0o2775)
-    run_differential(tmp_path, BASE, op)
+    run_differential(tmp_path, BASE, op, suf_opts=mode)
 
 
-def test_copy_up_preserves_times(tmp_path):
+@pytest.mark.parametrize("mode", modes.params(modes.DIFFERENTIAL))
+def test_copy_up_preserves_times(tmp_path, mode):
     """Copy-up keeps mtime of the lower file (compared via the results)."""
     specs = [{"t": "t", "td": {"x": "x"}}]
 
@@ -260,11 +263,12 @@ def test_copy_up_preserves_times(tmp_path):
         os.utime(os.path.join(lowers[0], "t"), ns=(111_000_000_000, 222_000_000_000))
         os.utime(os.path.join(lowers[0], "td"), ns=(5_000_000_000, 6_000_000_000))
 
-    res, _ = run_differential(tmp_path, specs, op, prepare=prepare)
+    res, _ = run_differential(tmp_path, specs, op, suf_opts=mode, prepare=prepare)
     assert res[1][1] == ("ok", 222_000_000_000)
 
 
-def test_appends_and_truncations(tmp_path):
+@pytest.mark.parametrize("mode", modes.params(modes.DIFFERENTIAL))
+def test_appends_and_truncations(tmp_path, mode):
     specs = [{"a": "0123456789\n", "b": "bbbbbbbbbb", "c": "cccc", "e": "eeee", "big": File(random_bytes(3 << 20, 7))}]
 
     def op(r):
@@ -304,10 +308,11 @@ def test_appends_and_truncations(tmp_path):
             finally:
                 os.close(fd)
         r("ro fd then write via other fd", ro_fd_sees_copy_up)
-    run_differential(tmp_path, specs, op)
+    run_differential(tmp_path, specs, op, suf_opts=mode)
 
 
-def test_sparse_and_large_files(tmp_path):
+@pytest.mark.parametrize("mode", modes.params(modes.DIFFERENTIAL))
+def test_sparse_and_large_files(tmp_path, mode):
     specs = [{"lowersparse": File(b"start", size=50 << 20), "lowerbig": File(random_bytes(20 << 20, 1))}]
 
     def op(r):
@@ -336,7 +341,7 @@ def test_sparse_and_large_files(tmp_path):
                 f.write(b"patched" * 1000)
             return digest(p("lowerbig"))
         r("patch lower big", patch_lower_big)
-    run_differential(tmp_path, specs, op)
+    run_differential(tmp_path, specs, op, suf_opts=mode)
 
 
 @pytest.mark.fuse_overlayfs_differs("fuse-overlayfs keeps lower hardlinks linked across copy-up; the kernel breaks them")

@@ -1,6 +1,7 @@
 import CFuse
 import CLinux
 import Glibc
+import Synchronization
 import UnionCore
 
 /// The filesystem operations as the trace and statistics name them.
@@ -31,11 +32,16 @@ public final class Bridge: Sendable {
     public let tracer: Tracer?
     public let stats: Statistics?
     let log: DaemonLog
+    /// `writeback=1`: ask the kernel for its writeback cache at INIT.
+    let writebackWanted: Bool
+    /// Whether the kernel granted it (set once, at INIT, before any open).
+    let writebackCache = Atomic<Bool>(false)
     /// Reads up to this size are copied through a buffer; larger ones are spliced.
     static let spliceThreshold = 32 << 10
 
-    public init(union: Union, timeout: Double, tracer: Tracer?, stats: Statistics?, log: DaemonLog) {
+    public init(union: Union, timeout: Double, writeback: Bool = false, tracer: Tracer?, stats: Statistics?, log: DaemonLog) {
         self.union = union
+        self.writebackWanted = writeback
         self.entryTimeout = timeout
         self.attrTimeout = timeout
         self.revalidateTimeout = min(timeout, LowerWatch.revalidateSeconds)
@@ -53,10 +59,32 @@ public final class Bridge: Sendable {
         suf_conn_want(conn, UInt32(FUSE_CAP_PARALLEL_DIROPS))
         suf_conn_want(conn, UInt32(FUSE_CAP_CACHE_SYMLINKS))
         suf_conn_want(conn, UInt32(FUSE_CAP_ASYNC_READ))
+        if writebackWanted {
+            // Writes gather in the page cache; the kernel owns the size and mtime of regular
+            // files from then on (docs/design.md, "Writeback cache"). See openFlags for its rules.
+            suf_conn_want(conn, UInt32(FUSE_CAP_WRITEBACK_CACHE))
+            let granted = conn.pointee.want & UInt32(FUSE_CAP_WRITEBACK_CACHE) != 0
+            writebackCache.store(granted, ordering: .relaxed)
+            if !granted { log.report("writeback=1: the kernel offers no writeback cache; writes go through") }
+        }
         // Not FUSE_CAP_POSIX_ACL: ACL xattrs hold ids, which uidmapping= would have to
         // rewrite, and the kernel then refuses access in shifted layers.
         // Locks stay in the kernel: one host, one mount, the kernel's own lock tables are right.
         suf_conn_unwant(conn, UInt32(FUSE_CAP_FLOCK_LOCKS) | UInt32(FUSE_CAP_POSIX_LOCKS))
+    }
+
+    /// The flags the daemon opens a file with, from the flags the kernel passed.
+    /// Under the writeback cache:
+    /// - O_WRONLY becomes O_RDWR: the kernel reads a page before a partial write into it,
+    ///   with the handle of the file being written (libfuse's passthrough_hp does the same);
+    /// - O_APPEND is dropped: the kernel places appends at its own end of file, and sends the
+    ///   dirty pages with their offsets, which a pwrite on an O_APPEND descriptor would ignore
+    ///   (Linux appends whatever the offset), writing them past the end.
+    func openFlags(_ flags: Int32) -> Int32 {
+        guard writebackCache.load(ordering: .relaxed) else { return flags }
+        var f = flags & ~O_APPEND
+        if f & O_ACCMODE == O_WRONLY { f = (f & ~O_ACCMODE) | O_RDWR }
+        return f
     }
 
     /// Runs one request: the body replies on success; a thrown errno is replied here.

@@ -18,6 +18,8 @@ public struct DaemonPlan: Sendable {
     public var config: UnionConfig
     public var session: Session.Options
     public var timeout: Double = 3600
+    /// Ask the kernel for its writeback cache (`writeback=1`).
+    public var writeback = false
     public var trace: Trace?
     public var log: Log?
     public var verbose = false
@@ -64,7 +66,7 @@ public enum Daemon {
             + "; features: \(union.featureSummary)"
         tracer?.note(describe)
         if plan.verbose { fail(describe) }
-        let bridge = Bridge(union: union, timeout: plan.timeout, tracer: tracer, stats: stats, log: log)
+        let bridge = Bridge(union: union, timeout: plan.timeout, writeback: plan.writeback, tracer: tracer, stats: stats, log: log)
         return Session(bridge: bridge, options: plan.session)
     }
 

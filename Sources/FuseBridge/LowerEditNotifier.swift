@@ -12,14 +12,27 @@ struct KernelInvalidator: Invalidator {
     /// The `struct fuse_session *`, as an integer so that the value is Sendable.
     let session: UInt
     let log: DaemonLog
+    /// Asked at each invalidation: INIT (which grants the writeback cache) comes after this starts.
+    let bridge: Bridge
 
     func invalidate(_ what: Invalidation) {
         let se = OpaquePointer(bitPattern: session)
-        let rc: Int32
+        var rc: Int32
         switch what {
         case .node(let id):
             // Offset 0, length 0: the attributes and every cached page.
             rc = fuse_lowlevel_notify_inval_inode(se, fuse_ino_t(id), 0, 0)
+            // Under the writeback cache the kernel keeps its own size and mtime of a regular
+            // file as long as it holds the inode, whatever a getattr answers. Dropping the
+            // name lets an unused inode go (FUSE never keeps unused inodes), and the next
+            // lookup makes a new one with the new size. A file held open keeps the old size
+            // until it is closed (docs/design.md, "Writeback cache").
+            if rc == 0 || rc == -ENOENT, bridge.writebackCache.load(ordering: .relaxed), case let union = bridge.union, let n = union.nodes.node(id),
+               let (parent, name) = union.nodes.locked({ () -> (UInt64, Name)? in
+                   n.type == S_IFREG ? n.parent.map { ($0.id, n.name) } : nil }) {
+                let r = name.withCString { fuse_lowlevel_notify_inval_entry(se, fuse_ino_t(parent), $0, name.count) }
+                if rc == -ENOENT { rc = r }
+            }
         case .entry(let parent, let name):
             rc = name.withCString { fuse_lowlevel_notify_inval_entry(se, fuse_ino_t(parent), $0, name.count) }
         }
@@ -40,8 +53,8 @@ final class LowerEditThread {
     static func start(_ bridge: Bridge, session se: OpaquePointer) -> LowerEditThread? {
         guard bridge.union.watch != nil else { return nil }
         let t = LowerEditThread(union: bridge.union)
-        let context = Unmanaged.passRetained(Context(union: bridge.union,
-                                                     invalidator: KernelInvalidator(session: UInt(bitPattern: se), log: bridge.log)))
+        let invalidator = KernelInvalidator(session: UInt(bitPattern: se), log: bridge.log, bridge: bridge)
+        let context = Unmanaged.passRetained(Context(union: bridge.union, invalidator: invalidator))
         guard pthread_create(&t.thread, nil, { arg in
             let c = Unmanaged<Context>.fromOpaque(arg!).takeRetainedValue()
             c.union.watchLowerEdits(c.invalidator)

@@ -46,6 +46,7 @@ enum Operations {
             let b = Operations.bridge(req)
             b.serve(req, .getattr, ino) { () throws(Errno) in
                 let fd = fi.map { Int32(truncatingIfNeeded: $0.pointee.fh) }
+                if let fd { b.union.refreshHandle(fd) }
                 b.replyAttr(req, try b.union.getattr(ino, fd: fd), of: ino)
             }
         }
@@ -124,7 +125,15 @@ enum Operations {
             let b = Operations.bridge(req)
             let flags = fi!.pointee.flags
             b.serve(req, .open, ino, args: { "flags=\(OpenFlags.describe(flags))" }) { () throws(Errno) in
-                let fd = try b.union.open(ino, flags: flags)
+                let wanted = b.openFlags(flags)
+                let fd: Int32
+                do throws(Errno) {
+                    fd = try b.union.open(ino, flags: wanted)
+                } catch where error.rawValue == EACCES && wanted & O_ACCMODE != flags & O_ACCMODE {
+                    // A daemon that is not root may not read a write-only file: open it as asked;
+                    // the kernel then fails only a partial-page write that needs to read.
+                    fd = try b.union.open(ino, flags: flags & ~O_APPEND)
+                }
                 fi!.pointee.fh = UInt64(fd)
                 // The page cache survives close unless a lower edit to the file could go unreported.
                 fi!.pointee.keep_cache = b.union.lowerEditsReported(attributesOf: ino) ? 1 : 0
@@ -135,7 +144,7 @@ enum Operations {
             let b = Operations.bridge(req), n = Operations.name(name)
             let flags = fi!.pointee.flags
             b.serve(req, .create, parent, name: n, args: { "flags=\(OpenFlags.describe(flags)) mode=0\(String(mode, radix: 8))" }) { () throws(Errno) in
-                let (node, st, fd) = try b.union.create(parent, n, mode: mode, flags: flags, caller: Operations.caller(req))
+                let (node, st, fd) = try b.union.create(parent, n, mode: mode, flags: b.openFlags(flags), caller: Operations.caller(req))
                 fi!.pointee.fh = UInt64(fd)
                 var e = b.entry(node.id, st, parent: parent)
                 if fuse_reply_create(req, &e, fi) != 0 { b.union.release(node.id, fd) }
@@ -146,6 +155,7 @@ enum Operations {
             let fd = Int32(truncatingIfNeeded: fi!.pointee.fh)
             b.serve(req, .read, ino, args: { "size=\(size) off=\(offset)" }) { () throws(Errno) in
                 b.stats?.addRead(size)
+                b.union.refreshHandle(fd)
                 // Small reads: pread + one write is cheaper than setting up a splice pipe.
                 if size <= Bridge.spliceThreshold {
                     // (withUnsafeTemporaryAllocation is rethrows: the typed error crosses as a Result.)
@@ -265,12 +275,14 @@ enum Operations {
         ops.lseek = { req, ino, offset, whence, fi in
             let b = Operations.bridge(req)
             b.serve(req, .lseek, ino, args: { "off=\(offset) whence=\(whence)" }) { () throws(Errno) in
+                b.union.refreshHandle(Int32(truncatingIfNeeded: fi!.pointee.fh))
                 fuse_reply_lseek(req, off_t(try b.union.lseek(Int32(truncatingIfNeeded: fi!.pointee.fh), offset: Int64(offset), whence: whence)))
             }
         }
         ops.copy_file_range = { req, inoIn, offIn, fiIn, inoOut, offOut, fiOut, len, flags in
             let b = Operations.bridge(req)
             b.serve(req, .copyFileRange, inoOut, args: { "len=\(len)" }) { () throws(Errno) in
+                b.union.refreshHandle(Int32(truncatingIfNeeded: fiIn!.pointee.fh))
                 let n = try b.union.copyFileRange(Int32(truncatingIfNeeded: fiIn!.pointee.fh), Int64(offIn),
                                                   Int32(truncatingIfNeeded: fiOut!.pointee.fh), Int64(offOut), len)
                 fuse_reply_write(req, n)

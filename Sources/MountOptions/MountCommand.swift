@@ -56,6 +56,9 @@ public struct MountCommand: Sendable {
     /// Kernel entry and attribute cache time, seconds (0 ... `maxTimeout`).
     public var timeout: Double = 3600
     public var skipSync = false
+    /// The kernel's writeback cache (`writeback=1`): writes gather in the page cache and reach
+    /// the daemon in batches; the kernel then owns the size and mtime of open files.
+    public var writeback = false
     public var whiteout: MarkerFormat.Whiteout?
     public var xattrNamespace: XattrNamespace?
     public var uidMap = IDMap.identity

@@ -141,6 +141,11 @@ enum OptionTable {
             guard let on = Numbers.bit(use.value) else { throw use.refuse("must be 0 or 1") }
             try cmd.assign(\.skipSync, !on, setting: "fsync", written: use.item.text)
         }
+        add(["writeback"], .value) { (cmd, use) throws(UsageError) in
+            // fuse-overlayfs's spelling; its default is 1, ours 0 (docs/design.md, "Writeback cache").
+            guard let on = Numbers.bit(use.value) else { throw use.refuse("must be 0 or 1") }
+            try cmd.assign(\.writeback, on, setting: "writeback", written: use.item.text)
+        }
         add(["whiteout"], .value) { (cmd, use) throws(UsageError) in
             let w: MarkerFormat.Whiteout
             if use.is("device") { w = .device } else if use.is("oci") { w = .ociFile } else {
@@ -268,12 +273,11 @@ enum OptionTable {
     /// Accepted and ignored with a value, and the values allowed (nil: any, not empty):
     /// xino: the kernel overlay's inode-number scheme for layers on several filesystems; swiftunionfs has its own
     /// (`Presenter.mapIno`), whatever the value. fast_ino: inode numbers are chosen by the layers' filesystems.
-    /// writeback: the kernel writeback cache is never enabled.
     /// context=...: SELinux labels; the kernel refuses them on a FUSE mount without SELinux, and the layers keep theirs.
     /// plugins=: fuse-overlayfs layer plugins are only used by "//plugin/..." lowerdirs, which are refused as missing.
     static let ignoredValued: [(String, [String]?)] = [
         ("context", nil), ("fscontext", nil), ("defcontext", nil), ("rootcontext", nil), ("plugins", nil),
         ("xino", ["on", "off", "auto"]),
-        ("fast_ino", ["0", "1"]), ("writeback", ["0", "1"]),
+        ("fast_ino", ["0", "1"]),
     ]
 }

@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// Open files: the descriptor handed to the bridge is the real file in its layer.
 extension Union {
@@ -27,10 +28,12 @@ extension Union {
             throw Errno.noEntry
         }
         nodes.locked { n.openCount += 1 }
+        if !writing, let upper, nodes.layers(of: n)[0] != upper.index { lowerHandles.add(fd, node: id, flags: f) }
         return fd
     }
 
     public func release(_ id: UInt64, _ fd: Int32) {
+        lowerHandles.remove(fd)
         Sys.close(fd)
         guard let n = nodes.node(id) else { return }
         nodes.locked { n.openCount = max(0, n.openCount - 1) }
@@ -38,6 +41,27 @@ extension Union {
 
     public func read(_ fd: Int32, into buf: UnsafeMutableRawBufferPointer, at offset: Int64) throws(Errno) -> Int {
         try Sys.pread(fd, buf, offset)
+    }
+
+    /// Before a read-side use of a handle (read, getattr, lseek, the source of
+    /// copy_file_range): a handle opened read-only on a lower file that has been copied up
+    /// since is moved to the upper copy, as the kernel's overlay does. Without it the
+    /// kernel's page cache, once it drops a page, reads the old lower data through it
+    /// (a file read while another process writes it, `mmap` of a file opened read-only).
+    /// The descriptor keeps its number (dup2), so the kernel's handle stays valid.
+    public func refreshHandle(_ fd: Int32) {
+        guard let (id, flags) = lowerHandles.entry(fd), let upper, let n = nodes.node(id),
+              nodes.layers(of: n)[0] == upper.index else { return }
+        do throws(Errno) {
+            let fresh = try resolver.withEntry(n) { (dir: Int32, name: Name) throws(Errno) -> Int32 in try Sys.openAt(dir, name, flags) }
+            defer { Sys.close(fresh) }
+            try Sys.dup2(fresh, fd)
+            lowerHandles.remove(fd)
+        } catch {
+            // A name removed since (or a failing upper): reads stay on the lower copy, as before.
+            diagnostics.report("cannot move an open file of \(Bytes.display(displayPath(id))) to its upper copy: \(error)")
+            lowerHandles.remove(fd)
+        }
     }
 
     public func write(_ fd: Int32, _ buf: UnsafeRawBufferPointer, at offset: Int64) throws(Errno) -> Int {
@@ -94,4 +118,14 @@ extension Union {
         }
         if !kept { Sys.close(fd) }
     }
+}
+
+/// Which open descriptors are on a lower layer's file, by descriptor: the node and the
+/// flags it was opened with. Only read-only opens land there (a write copies up first).
+final class LowerHandles: Sendable {
+    private let table = Mutex<[Int32: (UInt64, Int32)]>([:])
+
+    func add(_ fd: Int32, node: UInt64, flags: Int32) { table.withLock { $0[fd] = (node, flags) } }
+    func remove(_ fd: Int32) { _ = table.withLock { $0.removeValue(forKey: fd) } }
+    func entry(_ fd: Int32) -> (UInt64, Int32)? { table.withLock { $0[fd] } }
 }

@@ -27,6 +27,8 @@ public final class Union: Sendable {
     public let watch: LowerWatch?
     /// `workdir/index` with `index=on` (and an upper): lower hard links kept across copy-up.
     let index: InodeIndex?
+    /// Descriptors handed out on a lower layer's file, until they are released.
+    let lowerHandles = LowerHandles()
 
     public init(config: UnionConfig, events: EventSink = NullEventSink(),
                 diagnostics: Diagnostics = NullDiagnostics()) throws(Errno) {

@@ -37,6 +37,8 @@ enum Help {
       upperdir=DIR       the writable layer (without it the union is read-only)
       workdir=DIR        staging directory on upperdir's filesystem
       volatile, fsync=0  never fsync the upper layer (throwaway containers)
+      writeback=0|1      the kernel's writeback cache (default 0): faster small
+                         writes; errors show at fsync/close
       whiteout=device|oci   whiteouts written as 0/0 devices (default) or
                          .wh.NAME files
       xattr_namespace=trusted|user, userxattr   where opaque marks go

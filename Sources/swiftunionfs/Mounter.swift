@@ -37,6 +37,7 @@ enum Mounter {
         session.statsFile = cmd.statsFile.map(absolute)
         var plan = DaemonPlan(config: config(cmd), session: session)
         plan.timeout = cmd.timeout
+        plan.writeback = cmd.writeback
         if let target = cmd.trace {
             var t: DaemonPlan.Trace
             switch target {

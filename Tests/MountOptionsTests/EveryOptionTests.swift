@@ -37,7 +37,7 @@ final class EveryOptionTests: XCTestCase {
         ("context", .anyValue), ("fscontext", .anyValue), ("defcontext", .anyValue), ("rootcontext", .anyValue),
         ("plugins", .anyValue), ("redirect_dir", .words(["on", "off", "follow", "nofollow"])),
         ("index", .words(["off"])), ("metacopy", .words(["on", "off"])), ("xino", .words(["on", "off", "auto"])),
-        ("nfs_export", .words(["off"])), ("fast_ino", .words(["0", "1"])), ("writeback", .words(["0", "1"])),
+        ("nfs_export", .words(["off"])), ("fast_ino", .words(["0", "1"])), ("writeback", .bit),
     ] + (OptionTable.passthroughFlags + OptionTable.ignoredFlags).map { ($0, Kind.flag) }
 
     /// Two different valid values (the second nil where only one exists).

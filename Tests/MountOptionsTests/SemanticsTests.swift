@@ -32,6 +32,11 @@ final class SemanticsTests: XCTestCase {
     func testSync() throws {
         XCTAssertTrue(try mountWith("volatile").skipSync)
         XCTAssertTrue(try mountWith("fsync=0").skipSync)
+        XCTAssertFalse(try mountWith("fsync=0").writeback)
+        XCTAssertTrue(try mountWith("writeback=1").writeback)
+        XCTAssertFalse(try mountWith("writeback=0").writeback)
+        refusedOption("writeback=2", "0 or 1")
+        refusedOption("writeback=1,writeback=0", "conflicts")
         XCTAssertFalse(try mountWith("fsync=1").skipSync)
         XCTAssertTrue(try mountWith("volatile,fsync=0").skipSync)
         refusedOption("volatile,fsync=1", "fsync=1", "volatile", "conflicts")
@@ -126,7 +131,7 @@ final class SemanticsTests: XCTestCase {
     }
 
     func testIgnored() throws {
-        let cmd = try mountWith("noauto,_netdev,defaults,relatime,noacl,redirect_dir=on,index=off,metacopy=on,xino=auto,nfs_export=off,fast_ino=1,writeback=0,plugins=/p,context=\"a:b\",fscontext=x,defcontext=y,rootcontext=z")
+        let cmd = try mountWith("noauto,_netdev,defaults,relatime,noacl,redirect_dir=on,index=off,metacopy=on,xino=auto,nfs_export=off,fast_ino=1,plugins=/p,context=\"a:b\",fscontext=x,defcontext=y,rootcontext=z")
         XCTAssertEqual(cmd.fuseOptions, [])
         refusedOption("index=1", "on or off")
         refusedOption("xino=maybe", "on, off or auto")
