@@ -9,6 +9,13 @@ import Glibc
 /// holds is then an ordinary upper hard link, which the rest of the union already keeps
 /// as one node. On disk that is what the kernel's own copy-up of the name leaves.
 extension Union {
+    /// Runs `body` holding the index lock (with index=on, and unless `skip`): for a change
+    /// of links that reads an indexed file's count first (unlink, rename over, link).
+    func withIndexLock(unless skip: Bool = false, _ body: () throws(Errno) -> Void) throws(Errno) {
+        guard let index, !skip else { return try body() }
+        try index.lock.withLock { (_: inout Void) throws(Errno) in try body() }
+    }
+
     /// Whether a copy-up of the lower object `st` goes through the index (the kernel's
     /// ovl_need_index: a non-directory with several links; only regular files here).
     func needsIndex(_ st: stat, from layer: Int) -> Bool {
