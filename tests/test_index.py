@@ -437,3 +437,70 @@ def test_crash_states_between_index_and_link_up(tmp_path, state):
         assert linked(m, NAMES)[::2] == (b"data\nmore\n", 3)
         assert_tree(sview, snapshot(m), "suf", "kernel")
     assert not log.complaints(), log.complaints()
+
+
+def test_concurrent_lookups_links_and_unlinks_keep_the_counts(tmp_path):
+    """Threads stat names of lower hard links while others append to them (copy-ups) and
+    link and unlink more names: afterwards every file's count is the number of its
+    names, in the session, after a remount and under the kernel."""
+    import random
+    import threading
+    spec = {}
+    for i in range(12):
+        spec[f"f{i}"] = f"{i}\n"
+        for j in range(3):
+            spec[f"f{i}.{j}"] = Hardlink(f"f{i}")
+    lowers = build_layers(tmp_path, [spec])
+    upper, work = make_dirs(tmp_path / "u", tmp_path / "w")
+
+    def counts_match(m):
+        by = {}
+        for n in os.listdir(m):
+            st = os.stat(os.path.join(m, n))
+            by.setdefault(st.st_ino, []).append(st.st_nlink)
+        bad = {ino: c for ino, c in by.items() if any(x != len(c) for x in c)}
+        assert not bad and len(by) == 12, bad
+
+    with smount(lowers, upper, work, IDX) as m:
+        errors, done = [], threading.Event()
+
+        def looker(seed):
+            rnd = random.Random(seed)
+            while not done.is_set():
+                try:
+                    os.stat(os.path.join(m, f"f{rnd.randrange(12)}{rnd.choice(['', '.0', '.1', '.2'])}"))
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    errors.append(repr(e))
+
+        def changer(k):
+            rnd = random.Random(100 + k)
+            for n in range(120):
+                i = rnd.randrange(12)
+                try:
+                    write(os.path.join(m, f"f{i}"), b"x")
+                    extra = os.path.join(m, f"f{i}.n{k}.{n}")
+                    os.link(os.path.join(m, f"f{i}"), extra)
+                    if rnd.random() < 0.5:
+                        os.unlink(extra)
+                except OSError as e:
+                    errors.append(repr(e))
+
+        lookers = [threading.Thread(target=looker, args=(s,)) for s in range(3)]
+        changers = [threading.Thread(target=changer, args=(k,)) for k in range(3)]
+        for t in lookers + changers:
+            t.start()
+        for t in changers:
+            t.join(120)
+        done.set()
+        for t in lookers:
+            t.join(30)
+        assert not errors, errors[:5]
+        counts_match(m)
+    with smount(lowers, upper, work, IDX) as m:
+        counts_match(m)
+    log = KernelLog()
+    with kmount(lowers, upper, work, IDX) as m:
+        counts_match(m)
+    assert not log.complaints(), log.complaints()
