@@ -135,7 +135,6 @@ def test_default_permissions_written_by_root(public_dir):
     differential(public_dir, SPEC, op)
 
 
-@pytest.mark.xfail(strict=True, reason='known gap: FUSE_CAP_POSIX_ACL is not negotiated (ACL ids would need rewriting under uidmapping=), so the kernel checks mode bits only; ACLs are stored and copied up (docs/design.md); issue 15')
 def test_posix_acl_is_enforced_for_another_uid(public_dir):
     """A lower file 0600 root whose ACL gives the other uid read and write (and a
     directory whose default ACL is inherited by what is created in it): the kernel's

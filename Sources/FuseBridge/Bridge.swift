@@ -38,10 +38,17 @@ public final class Bridge: Sendable {
     let writebackCache = Atomic<Bool>(false)
     /// Reads up to this size are copied through a buffer; larger ones are spliced.
     static let spliceThreshold = 32 << 10
+    /// Whether to offer the kernel POSIX ACLs (`noacl` turns them off).
+    let posixACL: Bool
+    /// Set at INIT when the kernel took FUSE_POSIX_ACL with FUSE_DONT_MASK: modes of new
+    /// objects then arrive without the umask applied (see `Union.creationMode`).
+    let umaskHere = Atomic<Bool>(false)
 
-    public init(union: Union, timeout: Double, writeback: Bool = false, tracer: Tracer?, stats: Statistics?, log: DaemonLog) {
+    public init(union: Union, timeout: Double, writeback: Bool = false, tracer: Tracer?, stats: Statistics?, log: DaemonLog,
+                posixACL: Bool = true) {
         self.union = union
         self.writebackWanted = writeback
+        self.posixACL = posixACL && !union.config.noXattrs
         self.entryTimeout = timeout
         self.attrTimeout = timeout
         self.revalidateTimeout = min(timeout, LowerWatch.revalidateSeconds)
@@ -67,8 +74,16 @@ public final class Bridge: Sendable {
             writebackCache.store(granted, ordering: .relaxed)
             if !granted { log.report("writeback=1: the kernel offers no writeback cache; writes go through") }
         }
-        // Not FUSE_CAP_POSIX_ACL: ACL xattrs hold ids, which uidmapping= would have to
-        // rewrite, and the kernel then refuses access in shifted layers.
+        // POSIX ACLs checked and cached by the kernel (it asks getxattr once per inode, not
+        // on every `ls -l` and access check): the union maps their ids (PosixACL). The kernel
+        // then leaves the umask to the filesystem (DONT_MASK), because a directory's default
+        // ACL replaces it; without DONT_MASK an inherited ACL's mask would be cut by the umask.
+        // default_permissions, which POSIX_ACL implies, is on every mount already.
+        let acl = UInt32(FUSE_CAP_POSIX_ACL) | UInt32(FUSE_CAP_DONT_MASK)
+        if posixACL, conn.pointee.capable & acl == acl {
+            conn.pointee.want |= acl
+            umaskHere.store(true, ordering: .relaxed)
+        }
         // Locks stay in the kernel: one host, one mount, the kernel's own lock tables are right.
         suf_conn_unwant(conn, UInt32(FUSE_CAP_FLOCK_LOCKS) | UInt32(FUSE_CAP_POSIX_LOCKS))
     }
@@ -140,6 +155,13 @@ public final class Bridge: Sendable {
         entry.entry_timeout = union.lowerEditsReported(parent) ? entryTimeout : revalidateTimeout
         fuse_reply_entry(req, &entry)
         return true
+    }
+
+    /// The mode a create, mkdir or mknod makes its object with: as the kernel sent it, or,
+    /// when the kernel left the umask to us, with the umask unless a default ACL decides.
+    func creationMode(_ parent: UInt64, _ mode: mode_t, _ caller: Caller) throws(Errno) -> mode_t {
+        guard umaskHere.load(ordering: .relaxed) else { return mode }
+        return try union.creationMode(parent, mode, umask: caller.umask)
     }
 
     func replyEntry(_ req: fuse_req_t?, _ id: UInt64, _ st: stat, parent: UInt64) {

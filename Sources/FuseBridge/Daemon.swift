@@ -20,6 +20,8 @@ public struct DaemonPlan: Sendable {
     public var timeout: Double = 3600
     /// Ask the kernel for its writeback cache (`writeback=1`).
     public var writeback = false
+    /// POSIX ACLs checked by the kernel (off with `noacl`).
+    public var posixACL = true
     public var trace: Trace?
     public var log: Log?
     public var verbose = false
@@ -66,7 +68,8 @@ public enum Daemon {
             + "; features: \(union.featureSummary)"
         tracer?.note(describe)
         if plan.verbose { fail(describe) }
-        let bridge = Bridge(union: union, timeout: plan.timeout, writeback: plan.writeback, tracer: tracer, stats: stats, log: log)
+        let bridge = Bridge(union: union, timeout: plan.timeout, writeback: plan.writeback, tracer: tracer, stats: stats, log: log,
+                            posixACL: plan.posixACL)
         return Session(bridge: bridge, options: plan.session)
     }
 

@@ -75,14 +75,17 @@ enum Operations {
         ops.mknod = { req, parent, name, mode, rdev in
             let b = Operations.bridge(req), n = Operations.name(name)
             b.serve(req, .mknod, parent, name: n, args: { "mode=0\(String(mode, radix: 8))" }) { () throws(Errno) in
-                let (node, st) = try b.union.mknod(parent, n, mode: mode, rdev: rdev, caller: Operations.caller(req))
+                let caller = Operations.caller(req)
+                let m = (mode & S_IFMT) | (try b.creationMode(parent, mode & ~S_IFMT, caller))
+                let (node, st) = try b.union.mknod(parent, n, mode: m, rdev: rdev, caller: caller)
                 b.replyEntry(req, node.id, st, parent: parent)
             }
         }
         ops.mkdir = { req, parent, name, mode in
             let b = Operations.bridge(req), n = Operations.name(name)
             b.serve(req, .mkdir, parent, name: n, args: { "mode=0\(String(mode, radix: 8))" }) { () throws(Errno) in
-                let (node, st) = try b.union.mkdir(parent, n, mode: mode, caller: Operations.caller(req))
+                let caller = Operations.caller(req)
+                let (node, st) = try b.union.mkdir(parent, n, mode: try b.creationMode(parent, mode, caller), caller: caller)
                 b.replyEntry(req, node.id, st, parent: parent)
             }
         }
@@ -144,7 +147,8 @@ enum Operations {
             let b = Operations.bridge(req), n = Operations.name(name)
             let flags = fi!.pointee.flags
             b.serve(req, .create, parent, name: n, args: { "flags=\(OpenFlags.describe(flags)) mode=0\(String(mode, radix: 8))" }) { () throws(Errno) in
-                let (node, st, fd) = try b.union.create(parent, n, mode: mode, flags: b.openFlags(flags), caller: Operations.caller(req))
+                let caller = Operations.caller(req)
+                let (node, st, fd) = try b.union.create(parent, n, mode: try b.creationMode(parent, mode, caller), flags: b.openFlags(flags), caller: caller)
                 fi!.pointee.fh = UInt64(fd)
                 var e = b.entry(node.id, st, parent: parent)
                 if fuse_reply_create(req, &e, fi) != 0 { b.union.release(node.id, fd) }

@@ -70,6 +70,9 @@ public struct MountCommand: Sendable {
     public var squashToGID: UInt32?
     /// fuse-overlayfs's noxattrs=1: every xattr call answers ENOTSUP.
     public var noXattrs = false
+    /// The kernel overlay's noacl: POSIX ACLs are not offered to the kernel, which then
+    /// checks mode bits only (ACL xattrs are still stored and copied up).
+    public var noACL = false
     /// fuse-overlayfs's static_nlink: every directory reports st_nlink 1.
     public var staticNlink = false
     /// fuse-overlayfs's xattr_permissions=0|1|2: owners and modes kept in an xattr.

@@ -179,6 +179,7 @@ enum OptionTable {
             try cmd.assign(field, id, setting: use.key, written: use.item.text)
         }
         add(["static_nlink"], .flag) { (cmd, _) in cmd.staticNlink = true }
+        add(["noacl"], .flag) { (cmd, _) in cmd.noACL = true }
         add(["noxattrs"], .value) { (cmd, use) throws(UsageError) in
             guard let on = Numbers.bit(use.value) else { throw use.refuse("must be 0 or 1") }
             try cmd.assign(\.noXattrs, on, setting: "noxattrs", written: use.item.text)
@@ -261,14 +262,13 @@ enum OptionTable {
     /// Accepted and ignored: mount(8) and fstab words that mean nothing to a FUSE daemon, and
     /// fuse-overlayfs / kernel-overlay options whose behaviour is already ours or that only tune a
     /// mechanism swiftunionfs does not have (see docs/podman.md, "Options from fuse-overlayfs"):
-    /// noacl: swiftunionfs never asks the kernel for FUSE_POSIX_ACL.
     /// relatime, strictatime, diratime, nodiratime, lazytime (and no-forms), iversion, mand: mount(8) words libfuse 3
     /// refuses on a FUSE mount; access times are what the layers' filesystems record, i_version and mandatory
     /// locks do not exist on FUSE (mand is gone from Linux since 5.15).
     static let ignoredFlags = [
         "auto", "noauto", "user", "nouser", "users", "_netdev", "nofail", "defaults", "x-systemd.automount",
         "relatime", "norelatime", "strictatime", "nostrictatime", "diratime", "nodiratime", "lazytime", "nolazytime",
-        "iversion", "noiversion", "mand", "nomand", "noacl", "ino32_t",
+        "iversion", "noiversion", "mand", "nomand", "ino32_t",
     ]
     /// Accepted and ignored with a value, and the values allowed (nil: any, not empty):
     /// xino: the kernel overlay's inode-number scheme for layers on several filesystems; swiftunionfs has its own

@@ -46,6 +46,8 @@ extension Union {
             let (dir, entry) = v.deviceWhiteout ? (work.fd, work.tempName()) : (dfd, name)
             try make(dir, entry, inXattr ? OwnerXattr.inodeMode(mode, type: type) : mode & 0o7777)
             do throws(Errno) {
+                // Made in workdir, the object missed its directory's default ACL: set what it inherits.
+                if v.deviceWhiteout && !inXattr && type != S_IFLNK { try inheritACLs(from: dfd, to: dir, entry, type: type, mode: mode) }
                 let (uid, gid) = presenter.storedOwner(caller, parent: parentStat)
                 if inXattr {
                     // What the filesystem would have done: a directory in a set-group-id one is too.

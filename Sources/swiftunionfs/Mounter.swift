@@ -38,6 +38,7 @@ enum Mounter {
         var plan = DaemonPlan(config: config(cmd), session: session)
         plan.timeout = cmd.timeout
         plan.writeback = cmd.writeback
+        plan.posixACL = !cmd.noACL
         if let target = cmd.trace {
             var t: DaemonPlan.Trace
             switch target {

@@ -30,7 +30,7 @@ final class EveryOptionTests: XCTestCase {
         ("volatile", .flag), ("fsync", .bit), ("whiteout", .words(["device", "oci"])),
         ("xattr_namespace", .words(["trusted", "user"])), ("userxattr", .flag),
         ("uidmapping", .idMap), ("gidmapping", .idMap), ("squash_to_root", .flag),
-        ("squash_to_uid", .id), ("squash_to_gid", .id), ("static_nlink", .flag),
+        ("squash_to_uid", .id), ("squash_to_gid", .id), ("static_nlink", .flag), ("noacl", .flag),
         ("noxattrs", .bit), ("threaded", .bit), ("xattr_permissions", .words(["0", "1", "2"])),
         ("debug", .flag), ("max_read", .refused), ("blksize", .refused),
         ("fsname", .anyValue), ("subtype", .anyValue),

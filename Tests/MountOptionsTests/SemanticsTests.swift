@@ -133,6 +133,8 @@ final class SemanticsTests: XCTestCase {
     func testIgnored() throws {
         let cmd = try mountWith("noauto,_netdev,defaults,relatime,noacl,redirect_dir=on,index=off,metacopy=on,xino=auto,nfs_export=off,fast_ino=1,plugins=/p,context=\"a:b\",fscontext=x,defcontext=y,rootcontext=z")
         XCTAssertEqual(cmd.fuseOptions, [])
+        XCTAssertTrue(cmd.noACL, "noacl turns the kernel's ACL checks off")
+        XCTAssertFalse(try mountWith("defaults").noACL)
         refusedOption("index=1", "on or off")
         refusedOption("xino=maybe", "on, off or auto")
         refusedOption("redirect_dir=yes", "on, off, follow or nofollow")
