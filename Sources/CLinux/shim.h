@@ -210,6 +210,18 @@ static inline int suf_name_to_handle(int dirfd, const char *name, int flags, int
     return (int)h.handle_bytes;
 }
 
+/* FS_IOC_GETFSUUID (Linux 6.5+): the filesystem's UUID as the kernel holds it (sb->s_uuid),
+ * which overlayfs puts in its file handles (ovl_fb.uuid). Returns its length (0..16). */
+struct suf_fsuuid2 { uint8_t len; uint8_t uuid[16]; };
+#define SUF_FS_IOC_GETFSUUID _IOR(0x15, 0, struct suf_fsuuid2)
+static inline int suf_fsuuid(int fd, unsigned char out[16]) {
+    struct suf_fsuuid2 u;
+    memset(&u, 0, sizeof u);
+    if (ioctl(fd, SUF_FS_IOC_GETFSUUID, &u) != 0) return -1;
+    memcpy(out, u.uuid, 16);
+    return u.len > 16 ? 16 : u.len;
+}
+
 /* The filesystem id fanotify reports events with (statfs's f_fsid). */
 static inline int suf_fsid(int fd, int32_t out[2]) {
     struct statfs s;

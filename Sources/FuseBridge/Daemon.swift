@@ -141,6 +141,9 @@ public enum Daemon {
             return "upperdir/workdir \(work) is already in use by another mount"
         case EINVAL where config.workDir != nil:
             return "workdir \(work) holds work/incompat/volatile from a volatile kernel overlay mount: the upper may be inconsistent; remove workdir/work to use it anyway"
+        case ESTALE where config.index:
+            // InodeIndex.refused: the kernel's ovl_get_indexdir checks, in one line.
+            return "index=on: upperdir \(config.upperDir.map(Bytes.display) ?? "") or workdir \(work)/index was used with other layers (the kernel: \"failed to verify upper root origin\" or \"failed to verify index dir 'upper' xattr\"), or a layer's filesystem has no file handles; try deleting the index dir or mounting with '-o index=off'"
         case EOPNOTSUPP:
             return "upperdir \(config.upperDir.map(Bytes.display) ?? "") is on a filesystem without trusted.* or user.* xattrs: opaque directories cannot be recorded"
         default:

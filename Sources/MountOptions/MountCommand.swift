@@ -88,6 +88,8 @@ public struct MountCommand: Sendable {
     /// and root allow; on requires the libfuse and root (checked before mounting); off never.
     public var passthrough: PassthroughMode = .auto
     public enum PassthroughMode: String, Sendable, Equatable, CaseIterable { case auto, on, off }
+    /// `index=on`: lower hard links kept across copy-up, in the kernel's workdir/index.
+    public var index = false
 
     /// The kernel overlay's limit on lower layers (OVL_MAX_STACK).
     public static let maxLowerDirs = 500

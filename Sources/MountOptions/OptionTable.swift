@@ -215,13 +215,15 @@ enum OptionTable {
             guard use.is("on") || use.is("off") else { throw use.refuse("must be on or off") }
             try cmd.assign(\.metacopy, use.is("on"), setting: "metacopy", written: use.item.text)
         }
-        add(["index", "nfs_export"], .value) { (cmd, use) throws(UsageError) in
+        add(["index"], .value) { (cmd, use) throws(UsageError) in
+            guard use.is("on") || use.is("off") else { throw use.refuse("must be on or off") }
+            try cmd.assign(\.index, use.is("on"), setting: "index", written: use.item.text)
+        }
+        add(["nfs_export"], .value) { (cmd, use) throws(UsageError) in
             guard use.is("on") || use.is("off") else { throw use.refuse("must be on or off") }
             guard use.is("off") else {
-                // Accepting it would promise hard links kept across copy-up (docs/format.md).
-                throw use.refuse(use.key == "index"
-                    ? "the inodes index is not supported: copy-up breaks lower hard links, as with the kernel's index=off (give index=off or leave it out)"
-                    : "NFS export needs the inodes index, which is not supported (give nfs_export=off or leave it out)")
+                // NFS export decodes file handles (open_by_handle_at), which a FUSE daemon cannot offer.
+                throw use.refuse("NFS export of the union is not supported (give nfs_export=off or leave it out)")
             }
             _ = try cmd.recordRaw(key: use.key, value: use.raw!, written: use.item.text)
         }

@@ -44,6 +44,7 @@ extension Union {
                 let metadataOnly = data == .metadata && node.type == S_IFREG
                 let start = Clock.microseconds()
                 let bytes: Int64
+                var indexed: [UInt8]?
                 var after = Placement.only(upper.index)
                 do throws(Errno) {
                     if metadataOnly {
@@ -54,8 +55,10 @@ extension Union {
                         }) else { throw Errno.noEntry }
                         after.data = source
                     }
-                    bytes = try copyUpEntry(parent: parent, name: name, from: from, upper: upper, work: work,
-                                            data: metadataOnly ? .metadata : data, node: node, dataSource: before.data)
+                    (bytes, indexed) = try copyUpEntry(parent: parent, name: name, from: from, upper: upper, work: work,
+                                                       data: metadataOnly ? .metadata : data, node: node, dataSource: before.data)
+                    // An indexed copy is a full one: no data stays below.
+                    if indexed != nil { after.data = nil }
                 } catch {
                     if error.rawValue != ENOENT {
                         diagnostics.report("copy-up of \(Bytes.display(displayPath(node.id))) from \(layers[from].label) failed: \(error)")
@@ -71,7 +74,12 @@ extension Union {
                     after.data = d
                 }
                 nodes.update(node, after)
-                if !node.isDirectory { nodes.separate(node) }
+                if let indexed {
+                    // Every name of the lower hard link now shows this copy.
+                    indexedCopyUpDone(node, indexed, upper: upper)
+                } else if !node.isDirectory {
+                    nodes.separate(node)
+                }
                 if events.isEnabled {
                     events.record(.copyUp(path: displayPath(node.id), layer: layers[from].label,
                                           bytes: bytes, micros: Clock.microseconds() - start))
@@ -90,15 +98,20 @@ extension Union {
         let (upper, work, _) = try requireUpper()
         guard let r = try resolver.resolve(parent, name), r.layers[0] != upper.index else { return }
         try copyUp(parent)
-        _ = try copyUpEntry(parent: parent, name: name, from: r.layers[0], upper: upper, work: work,
-                            data: .full, node: nil, dataSource: r.data)
+        let (_, indexed) = try copyUpEntry(parent: parent, name: name, from: r.layers[0], upper: upper, work: work,
+                                           data: .full, node: nil, dataSource: r.data)
+        // The node the kernel holds for the file's other names now shows the copy too.
+        if indexed != nil, let n = nodes.node(forKey: InodeKey(device: UInt64(r.stat.st_dev), inode: UInt64(r.stat.st_ino))) {
+            try copyUp(n)
+        }
     }
 
     /// Copies `name` of `parent` from layer `from` into upper (whose parent must exist).
     /// A metacopy's data comes from `dataSource`, not from its own (empty) lower copy.
-    /// Returns the bytes of data copied.
+    /// Returns the bytes of data copied, and the lower file's handle when the copy went
+    /// through the index (index=on, a lower hard link).
     private func copyUpEntry(parent: Node, name: Name, from: Int, upper: Layer, work: WorkDir,
-                             data: CopyUpData, node: Node?, dataSource: DataSource?) throws(Errno) -> Int64 {
+                             data: CopyUpData, node: Node?, dataSource: DataSource?) throws(Errno) -> (Int64, [UInt8]?) {
         let copier = Copier(skipSync: config.skipSync, format: format, upper: upper)
         let dataFD: Int32?
         if data == .full, let dataSource {
@@ -107,8 +120,8 @@ extension Union {
             dataFD = nil
         }
         defer { dataFD.map(Sys.close) }
-        return try resolver.withDirectory(parent, in: from) { (srcDir: Int32) throws(Errno) -> Int64 in
-            try resolver.withDirectory(parent, in: upper.index) { (dstDir: Int32) throws(Errno) -> Int64 in
+        return try resolver.withDirectory(parent, in: from) { (srcDir: Int32) throws(Errno) -> (Int64, [UInt8]?) in
+            try resolver.withDirectory(parent, in: upper.index) { (dstDir: Int32) throws(Errno) -> (Int64, [UInt8]?) in
                 // The owner and mode as shown: the source layer's xattr may hold them.
                 let st = try layers[from].withOwnerXattr(try Sys.stat(srcDir, name), .entry(srcDir, name))
                 // An owner this namespace cannot name cannot be written in upper either
@@ -120,15 +133,23 @@ extension Union {
                 let tmp = work.tempName()
                 let parentTimes = try Sys.fstat(dstDir)
                 do throws(Errno) {
-                    let bytes = try copier.stage(srcDir, name, st, into: work.fd, tmp, data: data, dataFD: dataFD)
-                    // Never over whatever upper holds now: if the name was removed meanwhile,
-                    // its whiteout must win, not the copy.
-                    try Sys.rename(work.fd, tmp, dstDir, name, flags: Sys.renameNoReplace)
+                    var handle: [UInt8]?
+                    let bytes: Int64
+                    if let index, dataSource == nil, needsIndex(st, from: from) {
+                        // A lower hard link: copied once into the index, linked here.
+                        (bytes, handle) = try copyUpIndexed(index, srcDir, name, st, from: from, into: dstDir,
+                                                            work: work, copier: copier, data: data)
+                    } else {
+                        bytes = try copier.stage(srcDir, name, st, into: work.fd, tmp, data: data, dataFD: dataFD)
+                        // Never over whatever upper holds now: if the name was removed meanwhile,
+                        // its whiteout must win, not the copy.
+                        try Sys.rename(work.fd, tmp, dstDir, name, flags: Sys.renameNoReplace)
+                    }
                     // A copy-up is not a change of the parent: give it back its times, as the
                     // kernel does (best effort, like ovl_set_timestamps), or every ancestor
                     // of a copied-up file would show as changed in a diff.
                     try? Sys.utimensProc(dstDir, (parentTimes.st_atim, parentTimes.st_mtim))
-                    return bytes
+                    return (bytes, handle)
                 } catch {
                     try? Sys.unlink(work.fd, tmp, directory: st.isDirectory)
                     throw error.rawValue == EEXIST ? Errno.noEntry : error

@@ -30,6 +30,9 @@ public final class Node: @unchecked Sendable {  // mutable fields guarded by Nod
     var aliases: [(parent: Node, name: Name)] = []
     /// The real (device, inode) a hard-linked node is shared by, while it is registered.
     var inodeKey: InodeKey?
+    /// More (device, inode) pairs the node is found by: an indexed lower hard link's upper
+    /// inode, after its copy-up (index=on).
+    var extraKeys: [InodeKey] = []
     /// Open file handles on this node; while any is open, removing its name keeps an
     /// O_PATH descriptor (`orphanFD`) so fstat, fchmod and friends still reach the file.
     var openCount = 0
@@ -175,6 +178,18 @@ public final class NodeTable: Sendable {
         }
     }
 
+    /// The node of a hard-linked file, by its (device, inode).
+    func node(forKey key: InodeKey) -> Node? { state.withLock { $0.byInode[key] } }
+
+    /// `node` is also the one for `key` (unless another node already is).
+    func addKey(_ node: Node, _ key: InodeKey) {
+        state.withLock { s in
+            guard s.byInode[key] == nil, s.byID[node.id] === node else { return }
+            s.byInode[key] = node
+            node.extraKeys.append(key)
+        }
+    }
+
     /// Removes one name from the tree; a node keeps living under its other names.
     static func unlockedUnlink(_ parent: Node, _ name: Name) {
         guard let n = parent.children.removeValue(forKey: name) else { return }
@@ -214,6 +229,8 @@ public final class NodeTable: Sendable {
             s.byID[id] = nil
             if n.orphanFD >= 0 { Sys.close(n.orphanFD); n.orphanFD = -1 }
             if let key = n.inodeKey, s.byInode[key] === n { s.byInode[key] = nil }
+            for key in n.extraKeys where s.byInode[key] === n { s.byInode[key] = nil }
+            n.extraKeys = []
             if let p = n.parent, p.children[n.name] === n { p.children[n.name] = nil }
             for (p, name) in n.aliases where p.children[name] === n { p.children[name] = nil }
             n.aliases = []
@@ -272,6 +289,8 @@ public final class NodeTable: Sendable {
         state.withLock { s in
             if let key = node.inodeKey, s.byInode[key] === node { s.byInode[key] = nil }
             node.inodeKey = nil
+            for key in node.extraKeys where s.byInode[key] === node { s.byInode[key] = nil }
+            node.extraKeys = []
             for (p, name) in node.aliases where p.children[name] === node { p.children[name] = nil }
             node.aliases = []
         }

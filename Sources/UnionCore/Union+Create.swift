@@ -138,17 +138,22 @@ extension Union {
         let v = try vacancy(newParent, newName)
         let (srcParent, srcName) = nodes.locked { (src.parent, src.name) }
         guard let srcParent else { throw Errno.noEntry }
-        let st = try resolver.withDirectory(srcParent, in: upper.index) { (sdir: Int32) throws(Errno) -> stat in
-            try resolver.withDirectory(newParent, in: upper.index) { (ddir: Int32) throws(Errno) -> stat in
-                if v.deviceWhiteout {
-                    let tmp = work.tempName()
-                    try Sys.link(sdir, srcName, work.fd, tmp)
-                    do throws(Errno) { try Sys.rename(work.fd, tmp, ddir, newName) } catch { try? Sys.unlink(work.fd, tmp); throw error }
-                } else {
-                    try Sys.link(sdir, srcName, ddir, newName)
+        var st = stat()
+        // An indexed file's count is kept relative to upper's, which the link changes with it.
+        try withIndexLock { () throws(Errno) in
+            st = try resolver.withDirectory(srcParent, in: upper.index) { (sdir: Int32) throws(Errno) -> stat in
+                try resolver.withDirectory(newParent, in: upper.index) { (ddir: Int32) throws(Errno) -> stat in
+                    _ = try indexedLinks(sdir, srcName)
+                    if v.deviceWhiteout {
+                        let tmp = work.tempName()
+                        try Sys.link(sdir, srcName, work.fd, tmp)
+                        do throws(Errno) { try Sys.rename(work.fd, tmp, ddir, newName) } catch { try? Sys.unlink(work.fd, tmp); throw error }
+                    } else {
+                        try Sys.link(sdir, srcName, ddir, newName)
+                    }
+                    if v.ociWhiteout { try markers.clearOCIWhiteout(ddir, newName) }
+                    return try upper.withOwnerXattr(try Sys.stat(ddir, newName), .entry(ddir, newName))
                 }
-                if v.ociWhiteout { try markers.clearOCIWhiteout(ddir, newName) }
-                return try upper.withOwnerXattr(try Sys.stat(ddir, newName), .entry(ddir, newName))
             }
         }
         nodes.addAlias(src, parent: newParent, name: newName, key: InodeKey(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)))

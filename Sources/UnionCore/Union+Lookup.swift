@@ -7,10 +7,13 @@ extension Union {
         let parent = try node(parentID)
         guard parent.isDirectory else { throw Errno.notDirectory }
         guard name.count <= Int(NAME_MAX) else { throw Errno.nameTooLong }
-        guard let r = try resolver.resolve(parent, name) else { throw Errno.noEntry }
+        guard let r = try resolveIndexed(parent, name) else { throw Errno.noEntry }
         // Hard links in upper share one node. Lower ones do not: a copy-up breaks them
-        // apart, as it does in the kernel's overlay without the index feature.
-        let key = r.type != S_IFDIR && r.stat.st_nlink > 1 && layers[r.layers[0]].isUpper
+        // apart, as it does in the kernel's overlay without the index feature. With the
+        // index they do too, as the kernel hashes their inode by the lower one: a copy-up
+        // of one name is a copy-up of all.
+        let shared = layers[r.layers[0]].isUpper || (r.data == nil && needsIndex(r.stat, from: r.layers[0]))
+        let key = r.type != S_IFDIR && r.stat.st_nlink > 1 && shared
             ? InodeKey(device: UInt64(r.stat.st_dev), inode: UInt64(r.stat.st_ino)) : nil
         if let known = nodes.child(parent, name), known.type == r.type, replacedInLower(known, r) {
             nodes.locked { if parent.children[name] === known { NodeTable.unlockedUnlink(parent, name) } }

@@ -7,8 +7,8 @@ extension Union {
         let (upper, _, markers) = try requireUpper()
         guard newParent.isDirectory else { throw Errno.notDirectory }
         if Markers.isOCIMarkerName(newName) { throw Errno.permission }
-        guard let src = try resolver.resolve(parent, name) else { throw Errno.noEntry }
-        let dst = try resolver.resolve(newParent, newName)
+        guard let src = try resolveIndexed(parent, name) else { throw Errno.noEntry }
+        var dst = try resolveIndexed(newParent, newName)
         // The kernel's overlay takes only these two flags (RENAME_WHITEOUT is its own tool).
         guard flags & ~(Sys.renameNoReplace | Sys.renameExchange) == 0 else { throw Errno.invalid }
         let exchange = flags & Sys.renameExchange != 0
@@ -40,6 +40,8 @@ extension Union {
         try copyUpNamed(parent, name, metadataOnly: true)
         if exchange { try copyUpNamed(newParent, newName, metadataOnly: true) }
         try copyUp(newParent)
+        // A lower hard link renamed over loses a name: the index records it (ovl_nlink_start).
+        if !exchange, dst != nil { dst = try copyUpIndexedName(newParent, newName, dst) }
         let samedir = parentID == newParentID
         let srcRedirect = try redirectForMove(parent, name, src, samedir: samedir)
         let dstRedirect = exchange ? try redirectForMove(newParent, newName, dst!, samedir: samedir) : nil
@@ -53,41 +55,49 @@ extension Union {
         let path = displayPath(parentID, child: name)
         let newPath = displayPath(newParentID, child: newName)
 
-        try resolver.withDirectory(parent, in: upper.index) { (sdir: Int32) throws(Errno) in
-            try resolver.withDirectory(newParent, in: upper.index) { (ddir: Int32) throws(Errno) in
-                // Before the rename, as the kernel: a crash in between leaves the object where
-                // it was with a redirect to where its lower content already is.
-                if let srcRedirect { try setRedirect(sdir, name, srcRedirect, path: path) }
-                if let dstRedirect { try setRedirect(ddir, newName, dstRedirect, path: newPath) }
-                if exchange {
-                    // Each pure-upper directory that lands in a merged parent becomes opaque, as below.
-                    if src.type == S_IFDIR && !srcMoves && newParentMerged, try !Markers.isOpaque(in: sdir, name) {
+        // An indexed target's count is read and its name replaced without a link-up in between.
+        try withIndexLock(unless: exchange || dst.map { $0.type != S_IFREG || $0.stat.st_nlink < 2 } ?? true) { () throws(Errno) in
+            try resolver.withDirectory(parent, in: upper.index) { (sdir: Int32) throws(Errno) in
+                try resolver.withDirectory(newParent, in: upper.index) { (ddir: Int32) throws(Errno) in
+                    // Before the rename, as the kernel: a crash in between leaves the object where
+                    // it was with a redirect to where its lower content already is.
+                    if let srcRedirect { try setRedirect(sdir, name, srcRedirect, path: path) }
+                    if let dstRedirect { try setRedirect(ddir, newName, dstRedirect, path: newPath) }
+                    if exchange {
+                        // Each pure-upper directory that lands in a merged parent becomes opaque, as below.
+                        if src.type == S_IFDIR && !srcMoves && newParentMerged, try !Markers.isOpaque(in: sdir, name) {
+                            try markers.markOpaque(sdir, name, path: newPath)
+                        }
+                        if dst?.type == S_IFDIR && !dstMoves && parentMerged, try !Markers.isOpaque(in: ddir, newName) {
+                            try markers.markOpaque(ddir, newName, path: path)
+                        }
+                        try Sys.rename(sdir, name, ddir, newName, flags: Sys.renameExchange)
+                        return
+                    }
+                    let dstUpper = try Sys.statIfPresent(ddir, newName)
+                    let overDevice = dstUpper?.isWhiteoutDevice ?? false
+                    // Two names of one file: rename(2) changes nothing, nor does the union's count.
+                    let srcUpper = try Sys.statIfPresent(sdir, name)
+                    let sameFile = dstUpper != nil && srcUpper?.st_ino == dstUpper?.st_ino && srcUpper?.st_dev == dstUpper?.st_dev
+                    let dstLinks = dst?.type == S_IFREG && !sameFile ? try indexedLinks(ddir, newName) : nil
+                    // A directory moved into a merged parent is marked opaque, as the kernel does:
+                    // nothing the lower layers have (now or later) may merge into it.
+                    // (One that merges lower content carries a redirect instead.)
+                    if src.type == S_IFDIR && !srcMoves && (dstLower || overDevice || newParentMerged),
+                       try !Markers.isOpaque(in: sdir, name) {
                         try markers.markOpaque(sdir, name, path: newPath)
                     }
-                    if dst?.type == S_IFDIR && !dstMoves && parentMerged, try !Markers.isOpaque(in: ddir, newName) {
-                        try markers.markOpaque(ddir, newName, path: path)
+                    if let dstUpper, dstUpper.isDirectory {
+                        // The target is empty in the merged view; only markers remain in upper.
+                        let sub = try Sys.openAt(ddir, newName, O_PATH | O_DIRECTORY)
+                        defer { Sys.close(sub) }
+                        try WorkDir.removeContents(of: sub)
                     }
-                    try Sys.rename(sdir, name, ddir, newName, flags: Sys.renameExchange)
-                    return
+                    try move(sdir, name, ddir, newName, isDirectory: src.type == S_IFDIR, overDevice: overDevice,
+                             leaveWhiteout: srcWhiteout, markers: markers, path: path)
+                    indexedNameRemoved(dstLinks)
+                    try markers.clearOCIWhiteout(ddir, newName)
                 }
-                let dstUpper = try Sys.statIfPresent(ddir, newName)
-                let overDevice = dstUpper?.isWhiteoutDevice ?? false
-                // A directory moved into a merged parent is marked opaque, as the kernel does:
-                // nothing the lower layers have (now or later) may merge into it.
-                // (One that merges lower content carries a redirect instead.)
-                if src.type == S_IFDIR && !srcMoves && (dstLower || overDevice || newParentMerged),
-                   try !Markers.isOpaque(in: sdir, name) {
-                    try markers.markOpaque(sdir, name, path: newPath)
-                }
-                if let dstUpper, dstUpper.isDirectory {
-                    // The target is empty in the merged view; only markers remain in upper.
-                    let sub = try Sys.openAt(ddir, newName, O_PATH | O_DIRECTORY)
-                    defer { Sys.close(sub) }
-                    try WorkDir.removeContents(of: sub)
-                }
-                try move(sdir, name, ddir, newName, isDirectory: src.type == S_IFDIR, overDevice: overDevice,
-                         leaveWhiteout: srcWhiteout, markers: markers, path: path)
-                try markers.clearOCIWhiteout(ddir, newName)
             }
         }
         if exchange {

@@ -25,6 +25,8 @@ public final class Union: Sendable {
     let userNamespace: UserNamespace
     /// Edits made to the lower layers behind the mount; nil with `watch=off`.
     public let watch: LowerWatch?
+    /// `workdir/index` with `index=on` (and an upper): lower hard links kept across copy-up.
+    let index: InodeIndex?
     /// Descriptors handed out on a lower layer's file, until they are released.
     let lowerHandles = LowerHandles()
 
@@ -70,10 +72,12 @@ public final class Union: Sendable {
             try Union.recordRootOwner(upper, lowers: stack.filter { !$0.isUpper })
             if let f = config.markerFormat { format = f } else { format = try work.detectFormat() }
             markers = MarkerWriter(format: format, work: work, events: events)
+            index = config.index ? try InodeIndex(workdir: work.lockFD, layers: stack, format: format) : nil
         } else {
             work = nil
             format = config.markerFormat ?? MarkerFormat()
             markers = nil
+            index = nil
         }
         presenter = Presenter(config: config, userNamespace: userNamespace,
                               sameFS: Set(stack.map(\.device)).count == 1, upperIndex: upper?.index)
@@ -119,7 +123,7 @@ public final class Union: Sendable {
     public var featureSummary: String {
         var out = "redirect_dir=\(config.redirectDir.rawValue) metacopy=\(config.metacopy ? "on" : "off")"
         if config.dataLayerCount > 0 { out += " data-only layers=\(config.dataLayerCount)" }
-        return out + " index=off"
+        return out + (index != nil ? " index=on" : " index=off")
     }
 
     /// Closes every descriptor the union holds into its layers except the layer roots
@@ -153,7 +157,9 @@ public final class Union: Sendable {
 
     /// The attributes of `node` as shown, from the stat of its top copy.
     func present(_ node: Node, _ st: stat) -> stat {
-        presenter.present(node, st, mergedLayers: nodes.layers(of: node).count)
+        var st = st
+        if index != nil { st.st_nlink = indexedNlink(node, st) }
+        return presenter.present(node, st, mergedLayers: nodes.layers(of: node).count)
     }
 
     func hasLower(_ r: Resolution) -> Bool { r.layers.contains { !layers[$0].isUpper } }

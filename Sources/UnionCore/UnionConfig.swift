@@ -42,6 +42,9 @@ public struct UnionConfig: Sendable {
     /// `metacopy=on`: chown, chmod, utimes and setxattr on a lower file copy up its
     /// metadata only; metacopy files in the layers are served from their lower data.
     public var metacopy = false
+    /// `index=on`: a lower file with several links is copied up once, into workdir/index,
+    /// and every name of it shows that one copy (`InodeIndex`).
+    public var index = false
     /// How many of `lowerDirs`, at the end, are data-only layers (`lowerdir=L1::D1::D2`).
     public var dataLayerCount = 0
 

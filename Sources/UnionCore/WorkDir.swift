@@ -8,8 +8,8 @@ import Synchronization
 /// turns on the same upper and workdir.
 final class WorkDir: Sendable {
     let fd: Int32
-    /// The workdir itself, held with an exclusive lock while mounted.
-    private let lockFD: Int32
+    /// The workdir itself (`workdir/index` is opened from it), held with an exclusive lock while mounted.
+    let lockFD: Int32
     private let upperLockFD: Int32
     private let counter = Atomic<UInt64>(0)
 

@@ -53,6 +53,8 @@ enum Help {
                          (off, the default)
       metacopy=on|off    chown/chmod/utimes/xattrs copy up metadata only
                          (on implies redirect_dir=on)
+      index=on|off       lower hard links kept across copy-up, in the kernel's
+                         workdir/index (default off)
       timeout=SECONDS    kernel entry/attribute cache time, 0 to 1000000000
                          (default 3600)
       watch=off|auto|fanotify|inotify   show edits made to the lower layers while mounted

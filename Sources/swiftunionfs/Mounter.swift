@@ -19,6 +19,8 @@ enum Mounter {
         config.watchLimit = cmd.watchLimit
         config.redirectDir = cmd.redirectDir ?? .off
         config.metacopy = cmd.metacopy ?? false
+        // As the kernel's: useless without an upper layer, and ignored there.
+        config.index = cmd.index && cmd.upperDir != nil
         config.dataLayerCount = cmd.dataLayerCount
         if cmd.whiteout != nil || cmd.xattrNamespace != nil {
             let ns = cmd.xattrNamespace.flatMap { MarkerFormat.Namespace(rawValue: $0.rawValue) } ?? (geteuid() == 0 ? .trusted : .user)

@@ -63,9 +63,11 @@ final class FeatureOptionTests: XCTestCase {
         XCTAssertEqual(try mountWith("userxattr,redirect_dir=on").redirectDir, .on)
     }
 
-    func testIndexAndNFSExportAreRefusedOn() throws {
-        refusedOption("index=on", "inodes index is not supported")
-        refusedOption("nfs_export=on", "needs the inodes index")
+    func testIndexIsTakenAndNFSExportIsRefusedOn() throws {
+        XCTAssertTrue(try mountWith("upperdir=/u,workdir=/w,index=on").index)
+        XCTAssertTrue(try mountWith("userxattr,upperdir=/u,workdir=/w,index=on").index)
+        XCTAssertFalse(try mountWith("index=off").index)
+        refusedOption("nfs_export=on", "NFS export of the union is not supported")
         XCTAssertNoThrow(try mountWith("index=off,nfs_export=off"))
         refusedOption("index=yes", "on or off")
         refusedOption("metacopy=yes", "on or off")

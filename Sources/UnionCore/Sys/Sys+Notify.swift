@@ -56,6 +56,30 @@ extension Sys {
         return Array(out[0..<(4 + n)])
     }
 
+    /// The handle of `name` in `dir` (not followed; `dir` itself for an empty name) as the filesystem exports it to
+    /// open_by_handle_at: no AT_HANDLE_FID, not connectable. Encoding needs no privilege;
+    /// it is the fid the kernel's overlay stores in `overlay.origin` (ovl_encode_real_fh).
+    public static func exportHandle(_ dir: Int32, _ name: Name) throws(Errno) -> (type: Int32, bytes: [UInt8]) {
+        var out = [UInt8](repeating: 0, count: Int(SUF_MAX_HANDLE_SZ))
+        var type: Int32 = 0
+        let n = try name.withCString { (p: UnsafePointer<CChar>) throws(Errno) -> Int32 in
+            try out.withUnsafeMutableBufferPointer { (b: inout UnsafeMutableBufferPointer<UInt8>) throws(Errno) -> Int32 in
+                try retrying { suf_name_to_handle(dir, p, name.isEmpty ? SUF_AT_EMPTY_PATH : 0, &type, b.baseAddress!) }
+            }
+        }
+        return (type, Array(out[0..<Int(n)]))
+    }
+
+    /// The UUID of the filesystem `fd` is on, as the kernel holds it (FS_IOC_GETFSUUID;
+    /// all zeros on a filesystem that has none).
+    public static func filesystemUUID(_ fd: Int32) throws(Errno) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: 16)
+        _ = try out.withUnsafeMutableBufferPointer { (b: inout UnsafeMutableBufferPointer<UInt8>) throws(Errno) -> Int32 in
+            try retrying { suf_fsuuid(fd, b.baseAddress!) }
+        }
+        return out
+    }
+
     /// The filesystem id (statfs's `f_fsid`) of the filesystem `fd` is on, as 8 bytes.
     public static func filesystemID(_ fd: Int32) throws(Errno) -> [UInt8] {
         var id: (Int32, Int32) = (0, 0)
