@@ -15,7 +15,9 @@ public final class Node: @unchecked Sendable {  // mutable fields guarded by Nod
     /// Layers that hold this entry, top first. For a directory: every layer it merges
     /// from, ending at an opaque one; for anything else: the single layer that wins.
     public internal(set) var layers: [Int]
-    /// Where the entry is in each of `layers` (see `Placement`).
+    /// Where the entry is in each of `layers` (see `Placement`); empty when it is `.same`
+    /// in all of them, as for nearly every node: no array allocated per node (a walk of a
+    /// million files holds a million nodes).
     var paths: [LayerPath]
     /// The upper copy's own `overlay.redirect`, nil when it has none.
     var redirect: Redirect?
@@ -52,8 +54,8 @@ public final class Node: @unchecked Sendable {  // mutable fields guarded by Nod
         self.parent = parent
         self.name = name
         self.type = type
-        self.layers = placement.layers
-        self.paths = placement.paths
+        self.layers = Node.shared(placement.layers)
+        self.paths = Node.compact(placement.paths)
         self.redirect = placement.redirect
         self.data = placement.data
         self.ino = ino
@@ -63,19 +65,28 @@ public final class Node: @unchecked Sendable {  // mutable fields guarded by Nod
     public var topLayer: Int { layers[0] }
 
     /// Read with the table locked.
-    var placement: Placement { Placement(layers: layers, paths: paths, redirect: redirect, data: data) }
+    var placement: Placement { Placement(layers: layers, paths: paths.isEmpty ? nil : paths, redirect: redirect, data: data) }
+
+    static func compact(_ paths: [LayerPath]) -> [LayerPath] { paths.allSatisfy { $0 == .same } ? [] : paths }
+
+    /// One-layer stacks (every file, most directories) share one array per layer.
+    static let singleLayers: [[Int]] = (0..<512).map { [$0] }
+    static func shared(_ layers: [Int]) -> [Int] {
+        guard layers.count == 1, layers[0] >= 0, layers[0] < singleLayers.count else { return layers }
+        return singleLayers[layers[0]]
+    }
 
     /// Sets what a lookup found; with the table locked.
     func place(_ p: Placement) {
-        layers = p.layers
-        paths = p.paths
+        layers = Node.shared(p.layers)
+        paths = Node.compact(p.paths)
         redirect = p.redirect
         data = p.data
     }
 
     /// Where the entry is in `layer` (`.same` for a layer it does not merge); table locked.
     func path(in layer: Int) -> LayerPath {
-        guard let i = layers.firstIndex(of: layer) else { return .same }
+        guard !paths.isEmpty, let i = layers.firstIndex(of: layer) else { return .same }
         return paths[i]
     }
 }
@@ -311,10 +322,10 @@ public final class NodeTable: Sendable {
         state.withLock { _ in
             if node.isDirectory {
                 node.layers.insert(upper, at: 0)
-                node.paths.insert(.same, at: 0)
+                if !node.paths.isEmpty { node.paths.insert(.same, at: 0) }
             } else {
-                node.layers = [upper]
-                node.paths = [.same]
+                node.layers = Node.shared([upper])
+                node.paths = []
                 if !keepData { node.data = nil }
             }
             node.redirect = nil
