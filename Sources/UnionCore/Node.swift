@@ -19,26 +19,57 @@ public final class Node: @unchecked Sendable {  // mutable fields guarded by Nod
     /// in all of them, as for nearly every node: no array allocated per node (a walk of a
     /// million files holds a million nodes).
     var paths: [LayerPath]
-    /// The upper copy's own `overlay.redirect`, nil when it has none.
-    var redirect: Redirect?
-    /// For a metacopy file: the lower file holding its data.
-    var data: DataSource?
     /// The inode number reported for this entry; stable for the node's lifetime.
     public let ino: UInt64
     var lookups: UInt64 = 0
     var children: [Name: Node] = [:]
+    /// What few nodes ever hold (redirects, metacopy data, hard links, open files), out of
+    /// line: a node the kernel merely looked up stays small (a walk of a million files holds
+    /// a million nodes). Read and written through the properties below.
+    private var rare: NodeRare?
+    private var rareFields: NodeRare {
+        if let rare { return rare }
+        let r = NodeRare()
+        rare = r
+        return r
+    }
+    /// The upper copy's own `overlay.redirect`, nil when it has none.
+    var redirect: Redirect? {
+        get { rare?.redirect }
+        set { if newValue != nil || rare != nil { rareFields.redirect = newValue } }
+    }
+    /// For a metacopy file: the lower file holding its data.
+    var data: DataSource? {
+        get { rare?.data }
+        set { if newValue != nil || rare != nil { rareFields.data = newValue } }
+    }
     /// Further names of a hard-linked file, besides `parent`/`name`: the kernel must see
     /// one node id per inode, or it caches link counts and pages per name.
-    var aliases: [(parent: Node, name: Name)] = []
+    var aliases: [(parent: Node, name: Name)] {
+        get { rare?.aliases ?? [] }
+        set { if !newValue.isEmpty || rare != nil { rareFields.aliases = newValue } }
+    }
     /// The real (device, inode) a hard-linked node is shared by, while it is registered.
-    var inodeKey: InodeKey?
+    var inodeKey: InodeKey? {
+        get { rare?.inodeKey }
+        set { if newValue != nil || rare != nil { rareFields.inodeKey = newValue } }
+    }
     /// More (device, inode) pairs the node is found by: an indexed lower hard link's upper
     /// inode, after its copy-up (index=on).
-    var extraKeys: [InodeKey] = []
+    var extraKeys: [InodeKey] {
+        get { rare?.extraKeys ?? [] }
+        set { if !newValue.isEmpty || rare != nil { rareFields.extraKeys = newValue } }
+    }
     /// Open file handles on this node; while any is open, removing its name keeps an
     /// O_PATH descriptor (`orphanFD`) so fstat, fchmod and friends still reach the file.
-    var openCount = 0
-    var orphanFD: Int32 = -1
+    var openCount: Int {
+        get { rare?.openCount ?? 0 }
+        set { if newValue != 0 || rare != nil { rareFields.openCount = newValue } }
+    }
+    var orphanFD: Int32 {
+        get { rare?.orphanFD ?? -1 }
+        set { if newValue != -1 || rare != nil { rareFields.orphanFD = newValue } }
+    }
     /// Layers (bit i for layer i) whose copy of this directory holds no `.wh.*` name, as
     /// a listing found: lookups there skip the OCI-whiteout check. Never set for an upper
     /// written in the OCI format, which gains such names.
@@ -56,9 +87,9 @@ public final class Node: @unchecked Sendable {  // mutable fields guarded by Nod
         self.type = type
         self.layers = Node.shared(placement.layers)
         self.paths = Node.compact(placement.paths)
+        self.ino = ino
         self.redirect = placement.redirect
         self.data = placement.data
-        self.ino = ino
     }
 
     public var isDirectory: Bool { type == S_IFDIR }
@@ -89,6 +120,17 @@ public final class Node: @unchecked Sendable {  // mutable fields guarded by Nod
         guard !paths.isEmpty, let i = layers.firstIndex(of: layer) else { return .same }
         return paths[i]
     }
+}
+
+/// A node's seldom-set fields (see `Node.rare`); guarded by the table lock like the node's.
+final class NodeRare {
+    var redirect: Redirect?
+    var data: DataSource?
+    var aliases: [(parent: Node, name: Name)] = []
+    var inodeKey: InodeKey?
+    var extraKeys: [InodeKey] = []
+    var openCount = 0
+    var orphanFD: Int32 = -1
 }
 
 public struct InodeKey: Hashable, Sendable {
