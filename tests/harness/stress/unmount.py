@@ -152,7 +152,10 @@ def scenario_unmount_copyup(ctx):
             try:
                 rc = s.proc.wait(EXIT_TIMEOUT)
                 if rc != 0:
-                    failures.append(f"rep {rep}: daemon exited {rc}: {s.stderr()[-300:]}")
+                    # The daemon's own lines say why; its statistics table (the tail) does not.
+                    err = s.stderr()
+                    said = [l for l in err.splitlines() if l.startswith("swiftunionfs:")]
+                    failures.append(f"rep {rep}: daemon exited {rc}: {' | '.join(said)[:400] or err[-300:]}")
             except subprocess.TimeoutExpired:
                 rc = None
                 failures.append(f"rep {rep}: daemon still running {EXIT_TIMEOUT}s after umount -l")
