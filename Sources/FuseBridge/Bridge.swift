@@ -64,7 +64,13 @@ public final class Bridge: Sendable {
     func negotiate(_ conn: UnsafeMutablePointer<fuse_conn_info>) {
         // Reads spliced from the layer's file straight into the kernel's pipe.
         suf_conn_want(conn, UInt32(FUSE_CAP_SPLICE_WRITE) | UInt32(FUSE_CAP_SPLICE_MOVE))
-        suf_conn_want(conn, UInt32(FUSE_CAP_READDIRPLUS) | UInt32(FUSE_CAP_READDIRPLUS_AUTO))
+        // Attributes with every chunk of a listing, not only the first (the kernel's AUTO
+        // heuristic): readers that take a whole directory before they stat any of it (fts:
+        // find, tar, du, rsync) would otherwise pay one LOOKUP round trip for every entry past
+        // the first chunk. A reader of names only pays the daemon's lookups instead, which
+        // cost a fraction of a round trip (docs/performance.md, "readdirplus").
+        suf_conn_want(conn, UInt32(FUSE_CAP_READDIRPLUS))
+        suf_conn_unwant(conn, UInt32(FUSE_CAP_READDIRPLUS_AUTO))
         suf_conn_want(conn, UInt32(FUSE_CAP_ATOMIC_O_TRUNC))
         suf_conn_want(conn, UInt32(FUSE_CAP_PARALLEL_DIROPS))
         suf_conn_want(conn, UInt32(FUSE_CAP_CACHE_SYMLINKS))

@@ -32,4 +32,9 @@ public struct DirectoryEntry: Sendable {
     public var name: Name
     public var type: UInt8
     public var ino: UInt64
+    /// The top layer holding the name when the listing was taken (-1 for `.` and `..`).
+    var layer: Int = -1
+    /// The namespace token of the listing (see `NamespaceSequence`), if it was taken while
+    /// the union changed no name.
+    var listedAt: UInt64? = nil
 }

@@ -31,6 +31,8 @@ extension Union {
     }
 
     func copyUp(_ node: Node, _ data: CopyUpData) throws(Errno) {
+        namespace.begin()
+        defer { namespace.end() }
         let (upper, work, _) = try requireUpper()
         if nodes.layers(of: node)[0] != upper.index {
             guard let parent = nodes.locked({ node.parent }) else { throw Errno.noEntry }

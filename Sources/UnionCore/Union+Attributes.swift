@@ -4,6 +4,8 @@ import Glibc
 /// truncating to zero).
 extension Union {
     public func setattr(_ id: UInt64, _ change: AttributeChange, fd: Int32?) throws(Errno) -> stat {
+        namespace.begin()
+        defer { namespace.end() }
         let n = try node(id)
         let (upper, _, _) = try requireUpper()
         if change.uid != nil || change.gid != nil || change.mode != nil {

@@ -37,6 +37,8 @@ extension Union {
     /// upper's owner xattr with the inode the daemon's (`OwnerXattr`).
     func createEntry(_ parentID: UInt64, _ name: Name, _ caller: Caller, type: mode_t, mode: mode_t,
                      make: (Int32, Name, mode_t) throws(Errno) -> Void) throws(Errno) -> (Node, stat) {
+        namespace.begin()
+        defer { namespace.end() }
         let parent = try node(parentID)
         let v = try vacancy(parent, name)
         let (upper, work, markers) = try requireUpper()
@@ -91,6 +93,8 @@ extension Union {
     }
 
     public func create(_ parentID: UInt64, _ name: Name, mode: mode_t, flags: Int32, caller: Caller) throws(Errno) -> (Node, stat, Int32) {
+        namespace.begin()
+        defer { namespace.end() }
         var fd: Int32 = -1
         let accmode = flags & O_ACCMODE
         let openFlags = (flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_DIRECT | O_ACCMODE)) | (accmode == O_RDONLY ? O_RDWR : accmode)
@@ -127,6 +131,8 @@ extension Union {
     }
 
     public func link(_ id: UInt64, _ newParentID: UInt64, _ newName: Name) throws(Errno) -> (Node, stat) {
+        namespace.begin()
+        defer { namespace.end() }
         let src = try node(id)
         guard !src.isDirectory else { throw Errno.permission }
         let (upper, work, markers) = try requireUpper()

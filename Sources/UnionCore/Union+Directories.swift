@@ -21,6 +21,7 @@ extension Union {
         let parentIno = nodes.locked { n.parent?.ino } ?? n.ino
         let stack = nodes.layers(of: n)
         let epoch = lowerEditEpoch
+        let token = namespace.quiet()
         let listing = try resolver.listing(stack: stack) { (li: Int) throws(Errno) -> Int32? in try resolver.openForListing(n, in: li) }
         var free = listing.markerFreeLayers
         if let upper, format.whiteout == .ociFile { free &= ~(1 << UInt64(upper.index)) }
@@ -28,6 +29,8 @@ extension Union {
         if lowerEditEpoch != epoch { free = 0 }
         nodes.locked { n.markerFree = free }
         let known: [Name: UInt64] = nodes.locked { n.children.mapValues(\.ino) }
+        // The listing says which layer holds each name while the union changed none of them.
+        let listedAt = token.flatMap { namespace.unchanged(since: $0) && lowerEditEpoch == epoch ? $0 : nil }
         var entries: [DirectoryEntry] = [
             DirectoryEntry(name: .dot, type: UInt8(DT_DIR), ino: n.ino),
             DirectoryEntry(name: .dotDot, type: UInt8(DT_DIR), ino: parentIno),
@@ -47,7 +50,7 @@ extension Union {
                 // A renamed directory shows the number of the lower one it merges, as lookup does.
                 if let r = try resolver.resolve(n, e.name) { ino = presenter.reportedIno(r) }
             }
-            entries.append(DirectoryEntry(name: e.name, type: e.type, ino: ino))
+            entries.append(DirectoryEntry(name: e.name, type: e.type, ino: ino, layer: e.layer, listedAt: listedAt))
         }
         return entries
     }

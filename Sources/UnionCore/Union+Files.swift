@@ -9,6 +9,9 @@ extension Union {
         let n = try node(id)
         var f = flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT)
         let writing = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC) != 0
+        // A write open may copy up or truncate; a read-only one changes no name.
+        if writing { namespace.begin() }
+        defer { if writing { namespace.end() } }
         if writing {
             guard !isReadOnly else { throw Errno.readOnly }
             try copyUp(n, withData: (flags & O_TRUNC) == 0)

@@ -8,6 +8,11 @@ extension Union {
         guard parent.isDirectory else { throw Errno.notDirectory }
         guard name.count <= Int(NAME_MAX) else { throw Errno.nameTooLong }
         guard let r = try resolveIndexed(parent, name) else { throw Errno.noEntry }
+        return remember(parent, name, r)
+    }
+
+    /// Records what a lookup of `name` in `parent` resolved to, for the kernel.
+    private func remember(_ parent: Node, _ name: Name, _ r: Resolution) -> (Node, stat) {
         // Hard links in upper share one node. Lower ones do not: a copy-up breaks them
         // apart, as it does in the kernel's overlay without the index feature. With the
         // index they do too, as the kernel hashes their inode by the lower one: a copy-up
@@ -47,14 +52,34 @@ extension Union {
     /// node with one stat of the top copy instead of a walk through every layer.
     public func lookupListed(_ parentID: UInt64, _ entry: DirectoryEntry) throws(Errno) -> (Node, stat) {
         // (Not where lower edits may go unreported: only a lookup notices a replaced object.)
-        if let parent = nodes.node(parentID), let n = nodes.child(parent, entry.name), mode_t(entry.type) << 12 == n.type,
-           lowerEditsReported(parentID) {
+        guard let parent = nodes.node(parentID), lowerEditsReported(parentID) else { return try lookup(parentID, entry.name) }
+        if let n = nodes.child(parent, entry.name), mode_t(entry.type) << 12 == n.type {
             // Only a vanished name falls back to a full lookup; any other error is the answer.
             if let st = try ifPresent({ () throws(Errno) -> stat in try topStat(n) }), nodes.retain(n) {
                 return (n, present(n, st))
             }
+        } else if let r = try resolveFromListedLayer(parent, entry) {
+            return remember(parent, entry.name, r)
         }
         return try lookup(parentID, entry.name)
+    }
+
+    /// A name the kernel does not hold yet, resolved from the layer its listing found it in
+    /// (the layers above held nothing for it then: see `NamespaceSequence`), or nil for a
+    /// full lookup: the union changed a name since the listing, the name is gone from that
+    /// layer, or the union follows redirects, metacopies or an index (which a lookup must
+    /// see from the top).
+    private func resolveFromListedLayer(_ parent: Node, _ entry: DirectoryEntry) throws(Errno) -> Resolution? {
+        guard let token = entry.listedAt, index == nil, !config.metacopy, config.redirectDir == .off,
+              resolver.dataLayers.isEmpty, namespace.unchanged(since: token) else { return nil }
+        let stack = nodes.layers(of: parent)
+        guard let at = stack.firstIndex(of: entry.layer), at > 0 else { return nil }
+        let found = try ifPresent { () throws(Errno) -> Resolution? in
+            try resolver.resolve(parent, entry.name, layers: Array(stack[at...]))
+        }
+        // A change that began while resolving may have put something above: look again.
+        guard let r = found ?? nil, r.layers[0] == entry.layer, namespace.unchanged(since: token) else { return nil }
+        return r
     }
 
     public func getattr(_ id: UInt64, fd: Int32? = nil) throws(Errno) -> stat {

@@ -12,6 +12,8 @@ extension Union {
     }
 
     private func remove(_ parentID: UInt64, _ name: Name, directory: Bool) throws(Errno) {
+        namespace.begin()
+        defer { namespace.end() }
         let parent = try node(parentID)
         let (upper, work, markers) = try requireUpper()
         guard var r = try resolveIndexed(parent, name) else { throw Errno.noEntry }

@@ -3,6 +3,8 @@ import Glibc
 /// rename(2) and its RENAME_NOREPLACE / RENAME_EXCHANGE forms.
 extension Union {
     public func rename(_ parentID: UInt64, _ name: Name, _ newParentID: UInt64, _ newName: Name, flags: UInt32) throws(Errno) {
+        namespace.begin()
+        defer { namespace.end() }
         let parent = try node(parentID), newParent = try node(newParentID)
         let (upper, _, markers) = try requireUpper()
         guard newParent.isDirectory else { throw Errno.notDirectory }

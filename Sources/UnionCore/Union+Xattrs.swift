@@ -52,6 +52,8 @@ extension Union {
     }
 
     public func setxattr(_ id: UInt64, _ name: Name, _ value: UnsafeRawBufferPointer, flags: Int32) throws(Errno) {
+        namespace.begin()
+        defer { namespace.end() }
         if config.noXattrs { throw Errno.notSupported }
         let n = try node(id)
         if Markers.isForeignPrivate(name) { throw Errno.permission }
@@ -87,6 +89,8 @@ extension Union {
     }
 
     public func removexattr(_ id: UInt64, _ name: Name) throws(Errno) {
+        namespace.begin()
+        defer { namespace.end() }
         if config.noXattrs { throw Errno.notSupported }
         let n = try node(id)
         if Markers.isForeignPrivate(name) { throw Errno.permission }

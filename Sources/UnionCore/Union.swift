@@ -29,6 +29,8 @@ public final class Union: Sendable {
     let index: InodeIndex?
     /// Descriptors handed out on a lower layer's file, until they are released.
     let lowerHandles = LowerHandles()
+    /// The union's own changes to names, counted for the listed-entry fast path.
+    let namespace = NamespaceSequence()
 
     public init(config: UnionConfig, events: EventSink = NullEventSink(),
                 diagnostics: Diagnostics = NullDiagnostics()) throws(Errno) {
