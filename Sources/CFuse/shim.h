@@ -21,6 +21,15 @@
 #define SUF_HAVE_PASSTHROUGH 0
 #endif
 
+/* FUSE_CAP_HANDLE_KILLPRIV_V2 is asked for only by the 3.16+ build: with it the kernel marks the
+ * superblock SB_NOSEC, so a write stops asking getxattr("security.capability") once per write, and
+ * the daemon takes over clearing set-id bits (FuseBridge/KillPriv.swift says where). */
+#if SUF_HAVE_PASSTHROUGH && defined(FUSE_CAP_HANDLE_KILLPRIV_V2)
+#define SUF_HAVE_KILLPRIV_V2 1
+#else
+#define SUF_HAVE_KILLPRIV_V2 0
+#endif
+
 /* The libfuse this binary was compiled against, e.g. 317. */
 static inline int suf_fuse_version(void) { return FUSE_VERSION; }
 /* 1 when this binary can use FUSE passthrough at all (the kernel must still offer it at INIT). */
@@ -47,6 +56,23 @@ static inline int suf_conn_passthrough(struct fuse_conn_info *conn) {
     return 0;
 #endif
 }
+
+/* At INIT: ask for KILLPRIV_V2 when this build has it and the kernel offers it. Returns 1 when
+ * the daemon is now the one that clears set-id bits on write, truncate and chown. */
+static inline int suf_conn_killpriv_v2(struct fuse_conn_info *conn) {
+#if SUF_HAVE_KILLPRIV_V2
+    if (!(conn->capable & FUSE_CAP_HANDLE_KILLPRIV_V2)) return 0;
+    conn->want |= FUSE_CAP_HANDLE_KILLPRIV_V2;
+    return 1;
+#else
+    (void)conn;
+    return 0;
+#endif
+}
+
+/* Whether a WRITE is the kernel flushing its writeback cache (no caller behind it: the kernel
+ * already dealt with set-id bits when the data was written into the cache). */
+static inline int suf_fi_writepage(const struct fuse_file_info *fi) { return fi && fi->writepage; }
 
 /* Registers `fd` (the real file in its layer) with the kernel: a backing id > 0, or 0 (the
  * kernel refused: errno is logged by libfuse). */

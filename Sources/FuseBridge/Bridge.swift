@@ -40,6 +40,9 @@ public final class Bridge: Sendable {
     public let passthrough: Passthrough
     /// Reads up to this size are copied through a buffer; larger ones are spliced.
     static let spliceThreshold = 32 << 10
+    /// Set at INIT when the kernel took KILLPRIV_V2 (3.16+ build): the daemon then clears set-id
+    /// bits on daemon-served writes too (KillPriv.swift).
+    let killPriv = Atomic<Bool>(false)
     /// Whether to offer the kernel POSIX ACLs (`noacl` turns them off).
     let posixACL: Bool
     /// Set at INIT when the kernel took FUSE_POSIX_ACL with FUSE_DONT_MASK: modes of new
@@ -93,6 +96,9 @@ public final class Bridge: Sendable {
             conn.pointee.want |= acl
             umaskHere.store(true, ordering: .relaxed)
         }
+        // SB_NOSEC on the superblock: a write no longer costs a getxattr("security.capability")
+        // round trip; set-id bits are then ours to clear (KillPriv.swift).
+        killPriv.store(suf_conn_killpriv_v2(conn) != 0, ordering: .relaxed)
         // Locks stay in the kernel: one host, one mount, the kernel's own lock tables are right.
         suf_conn_unwant(conn, UInt32(FUSE_CAP_FLOCK_LOCKS) | UInt32(FUSE_CAP_POSIX_LOCKS))
         passthrough.negotiate(conn, log: log)

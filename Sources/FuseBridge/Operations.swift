@@ -62,6 +62,7 @@ enum Operations {
                 if toSet & FUSE_SET_ATTR_ATIME_NOW != 0 { c.atime = .now } else if toSet & FUSE_SET_ATTR_ATIME != 0 { c.atime = .at(a.st_atim) }
                 if toSet & FUSE_SET_ATTR_MTIME_NOW != 0 { c.mtime = .now } else if toSet & FUSE_SET_ATTR_MTIME != 0 { c.mtime = .at(a.st_mtim) }
                 let fd = fi.map { Int32(truncatingIfNeeded: $0.pointee.fh) }
+                if let mode = try b.setIDMode(req, ino, toSet, c, fd: fd) { c.mode = mode }
                 b.replyAttr(req, try b.union.setattr(ino, c, fd: fd), of: ino)
             }
         }
@@ -138,6 +139,12 @@ enum Operations {
                     fd = try b.union.open(ino, flags: flags & ~O_APPEND)
                 }
                 fi!.pointee.fh = UInt64(fd)
+                if flags & O_TRUNC != 0 {
+                    do throws(Errno) { try b.dropSetIDForWrite(req, ino, fd: fd) } catch {
+                        b.union.release(ino, fd)
+                        throw error
+                    }
+                }
                 // The page cache survives close unless a lower edit to the file could go unreported.
                 fi!.pointee.keep_cache = b.union.lowerEditsReported(attributesOf: ino) ? 1 : 0
                 do throws(Errno) {
@@ -197,6 +204,7 @@ enum Operations {
             let b = Operations.bridge(req)
             let fd = Int32(truncatingIfNeeded: fi!.pointee.fh)
             b.serve(req, .write, ino, args: { "size=\(size) off=\(offset)" }) { () throws(Errno) in
+                if b.killPriv.load(ordering: .relaxed), suf_fi_writepage(fi) == 0 { try b.dropSetIDForWrite(req, ino, fd: fd) }
                 let n = try b.union.write(fd, UnsafeRawBufferPointer(start: buf, count: size), at: Int64(offset))
                 b.stats?.addWritten(n)
                 fuse_reply_write(req, n)
