@@ -38,7 +38,7 @@ extension Union {
             guard let parent = nodes.locked({ node.parent }) else { throw Errno.noEntry }
             try copyUp(parent)
             // One copy per object, however many threads ask: the second waits, then sees upper.
-            try node.copyUpLock.withLock { (_: inout Void) throws(Errno) in
+            try node.copyUpLock(nodes).copyUp.withLock { (_: inout Void) throws(Errno) in
                 let before = nodes.placement(of: node)
                 guard before.layers[0] != upper.index else { return }
                 let name = nodes.locked { node.name }
@@ -166,7 +166,7 @@ extension Union {
     /// metacopy, never a half-filled file on show. `truncated`: the file is about to be
     /// emptied, no data is copied.
     func copyUpData(_ node: Node, truncated: Bool) throws(Errno) {
-        try node.copyUpLock.withLock { (_: inout Void) throws(Errno) in
+        try node.copyUpLock(nodes).copyUp.withLock { (_: inout Void) throws(Errno) in
             guard nodes.locked({ node.data != nil }) else { return }
             guard let upper else { throw Errno.readOnly }
             let start = Clock.microseconds()

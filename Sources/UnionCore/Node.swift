@@ -7,27 +7,36 @@ import Synchronization
 /// keeps its id, and its reported inode number, across copy-up and rename.
 /// Every mutable field is guarded by the `NodeTable` lock.
 public final class Node: @unchecked Sendable {  // mutable fields guarded by NodeTable's lock
+    // The stored fields are ordered so that the object is 120 bytes (a 128-byte heap
+    // chunk): a walk of a million files holds a million nodes. What few nodes need lives
+    // in `rare`.
     public let id: UInt64
     public internal(set) var parent: Node?
     public internal(set) var name: Name
     /// `S_IFMT` bits of the merged entry.
     public internal(set) var type: mode_t
+    /// The top copy has no xattrs at all: getxattr is answered without a syscall.
+    /// (`ls -l` asks for security.selinux on every file, every time.)
+    var hasNoXattrs = false
     /// Layers that hold this entry, top first. For a directory: every layer it merges
     /// from, ending at an opaque one; for anything else: the single layer that wins.
     public internal(set) var layers: [Int]
     /// Where the entry is in each of `layers` (see `Placement`); empty when it is `.same`
-    /// in all of them, as for nearly every node: no array allocated per node (a walk of a
-    /// million files holds a million nodes).
-    var paths: [LayerPath]
+    /// in all of them, as for nearly every node (kept out of line then).
+    var paths: [LayerPath] {
+        get { rare?.paths ?? [] }
+        set { if !newValue.isEmpty || rare != nil { rareFields.paths = newValue } }
+    }
     /// The inode number reported for this entry; stable for the node's lifetime.
     public let ino: UInt64
     var lookups: UInt64 = 0
-    var children: [Name: Node] = [:]
+    /// The names the kernel knows in this directory (nil for anything else, and while none).
+    private var childTable: ChildTable?
     /// What few nodes ever hold (redirects, metacopy data, hard links, open files), out of
     /// line: a node the kernel merely looked up stays small (a walk of a million files holds
     /// a million nodes). Read and written through the properties below.
     private var rare: NodeRare?
-    private var rareFields: NodeRare {
+    fileprivate var rareFields: NodeRare {
         if let rare { return rare }
         let r = NodeRare()
         rare = r
@@ -74,11 +83,6 @@ public final class Node: @unchecked Sendable {  // mutable fields guarded by Nod
     /// a listing found: lookups there skip the OCI-whiteout check. Never set for an upper
     /// written in the OCI format, which gains such names.
     var markerFree: UInt64 = 0
-    /// The top copy has no xattrs at all: getxattr is answered without a syscall.
-    /// (`ls -l` asks for security.selinux on every file, every time.)
-    var hasNoXattrs = false
-    /// Serialises copy-up of this node so that no file is copied twice.
-    let copyUpLock = Mutex<Void>(())
 
     init(id: UInt64, parent: Node?, name: Name, type: mode_t, placement: Placement, ino: UInt64) {
         self.id = id
@@ -86,11 +90,15 @@ public final class Node: @unchecked Sendable {  // mutable fields guarded by Nod
         self.name = name
         self.type = type
         self.layers = Node.shared(placement.layers)
-        self.paths = Node.compact(placement.paths)
         self.ino = ino
+        self.paths = Node.compact(placement.paths)
         self.redirect = placement.redirect
         self.data = placement.data
     }
+
+    /// Serialises copy-up of this node so that no file is copied twice. (Out of line: made
+    /// at the first copy-up, under the table lock, and never replaced.)
+    func copyUpLock(_ table: NodeTable) -> NodeRare { table.locked { rareFields } }
 
     public var isDirectory: Bool { type == S_IFDIR }
     public var topLayer: Int { layers[0] }
@@ -115,6 +123,27 @@ public final class Node: @unchecked Sendable {  // mutable fields guarded by Nod
         data = p.data
     }
 
+    /// The node linked under `name` in this directory; table locked.
+    func child(_ name: Name) -> Node? { childTable?.get(name) }
+
+    /// Links `node` under `name` here, replacing what was there; table locked.
+    func link(_ node: Node, _ name: Name) {
+        let table = childTable ?? ChildTable()
+        childTable = table
+        table.set(node, name, own: node.parent === self && node.name == name)
+    }
+
+    /// Unlinks what is under `name` here; table locked.
+    @discardableResult
+    func unlinkChild(_ name: Name) -> Node? {
+        guard let table = childTable, let n = table.remove(name) else { return nil }
+        if table.isEmpty { childTable = nil }
+        return n
+    }
+
+    /// Every (name, node) linked here; table locked.
+    var childLinks: [(Name, Node)] { childTable?.links ?? [] }
+
     /// Where the entry is in `layer` (`.same` for a layer it does not merge); table locked.
     func path(in layer: Int) -> LayerPath {
         guard !paths.isEmpty, let i = layers.firstIndex(of: layer) else { return .same }
@@ -123,7 +152,9 @@ public final class Node: @unchecked Sendable {  // mutable fields guarded by Nod
 }
 
 /// A node's seldom-set fields (see `Node.rare`); guarded by the table lock like the node's.
-final class NodeRare {
+final class NodeRare: @unchecked Sendable {  // fields guarded by the table lock; `copyUp` is a lock itself
+    let copyUp = Mutex<Void>(())
+    var paths: [LayerPath] = []
     var redirect: Redirect?
     var data: DataSource?
     var aliases: [(parent: Node, name: Name)] = []
@@ -191,7 +222,7 @@ public final class NodeTable: Sendable {
     public func remember(parent: Node, name: Name, type: mode_t, placement: Placement, key: InodeKey? = nil,
                          ino: () -> UInt64) -> Node {
         state.withLock { s in
-            if let n = parent.children[name], n.type == type {
+            if let n = parent.child(name), n.type == type {
                 n.place(placement)
                 n.lookups += 1
                 return n
@@ -199,7 +230,7 @@ public final class NodeTable: Sendable {
             if let key, let n = s.byInode[key], n.type == type, n.parent != nil {
                 Self.unlockedUnlink(parent, name)
                 n.aliases.append((parent, name))
-                parent.children[name] = n
+                parent.link(n, name)
                 n.lookups += 1
                 return n
             }
@@ -207,7 +238,7 @@ public final class NodeTable: Sendable {
             s.nextID += 1
             n.lookups = 1
             Self.unlockedUnlink(parent, name)
-            parent.children[name] = n
+            parent.link(n, name)
             s.byID[n.id] = n
             if let key, s.byInode[key] == nil {
                 n.inodeKey = key
@@ -222,7 +253,7 @@ public final class NodeTable: Sendable {
         state.withLock { s in
             Self.unlockedUnlink(parent, name)
             node.aliases.append((parent, name))
-            parent.children[name] = node
+            parent.link(node, name)
             node.lookups += 1
             if node.inodeKey == nil, s.byInode[key] == nil {
                 node.inodeKey = key
@@ -245,7 +276,7 @@ public final class NodeTable: Sendable {
 
     /// Removes one name from the tree; a node keeps living under its other names.
     static func unlockedUnlink(_ parent: Node, _ name: Name) {
-        guard let n = parent.children.removeValue(forKey: name) else { return }
+        guard let n = parent.unlinkChild(name) else { return }
         if n.parent === parent && n.name == name {
             if let next = n.aliases.popLast() {
                 n.parent = next.parent
@@ -270,7 +301,7 @@ public final class NodeTable: Sendable {
 
     /// The node the kernel may already hold at `name` in `parent`, if any.
     public func child(_ parent: Node, _ name: Name) -> Node? {
-        state.withLock { _ in parent.children[name] }
+        state.withLock { _ in parent.child(name) }
     }
 
     /// Drops `count` kernel references; a node nobody references leaves the table.
@@ -284,8 +315,8 @@ public final class NodeTable: Sendable {
             if let key = n.inodeKey, s.byInode[key] === n { s.byInode[key] = nil }
             for key in n.extraKeys where s.byInode[key] === n { s.byInode[key] = nil }
             n.extraKeys = []
-            if let p = n.parent, p.children[n.name] === n { p.children[n.name] = nil }
-            for (p, name) in n.aliases where p.children[name] === n { p.children[name] = nil }
+            if let p = n.parent, p.child(n.name) === n { p.unlinkChild(n.name) }
+            for (p, name) in n.aliases where p.child(name) === n { p.unlinkChild(name) }
             n.aliases = []
         }
     }
@@ -299,13 +330,13 @@ public final class NodeTable: Sendable {
     /// Moves the node at `name` in `from` to `newName` in `to`, replacing what was there.
     public func move(from: Node, _ name: Name, to: Node, _ newName: Name) {
         state.withLock { _ in
-            guard let n = from.children[name] else {
+            guard let n = from.child(name) else {
                 Self.unlockedUnlink(to, newName)
                 return
             }
             // Two names of one file: rename(2) leaves both in place.
-            if to.children[newName] === n { return }
-            from.children[name] = nil
+            if to.child(newName) === n { return }
+            from.unlinkChild(name)
             Self.unlockedUnlink(to, newName)
             if n.parent === from && n.name == name {
                 n.parent = to
@@ -313,15 +344,15 @@ public final class NodeTable: Sendable {
             } else if let i = n.aliases.firstIndex(where: { $0.parent === from && $0.name == name }) {
                 n.aliases[i] = (to, newName)
             }
-            to.children[newName] = n
+            to.link(n, newName)
         }
     }
 
     /// Swaps two names (RENAME_EXCHANGE).
     public func exchange(_ a: Node, _ aName: Name, _ b: Node, _ bName: Name) {
         state.withLock { _ in
-            let na = a.children.removeValue(forKey: aName)
-            let nb = b.children.removeValue(forKey: bName)
+            let na = a.unlinkChild(aName)
+            let nb = b.unlinkChild(bName)
             func rename(_ n: Node, _ fromP: Node, _ fromName: Name, _ toP: Node, _ toName: Name) {
                 if n.parent === fromP && n.name == fromName {
                     n.parent = toP
@@ -332,8 +363,8 @@ public final class NodeTable: Sendable {
             }
             if let na { rename(na, a, aName, b, bName) }
             if let nb { rename(nb, b, bName, a, aName) }
-            if let na { b.children[bName] = na }
-            if let nb { a.children[aName] = nb }
+            if let na { b.link(na, bName) }
+            if let nb { a.link(nb, aName) }
         }
     }
 
@@ -344,7 +375,7 @@ public final class NodeTable: Sendable {
             node.inodeKey = nil
             for key in node.extraKeys where s.byInode[key] === node { s.byInode[key] = nil }
             node.extraKeys = []
-            for (p, name) in node.aliases where p.children[name] === node { p.children[name] = nil }
+            for (p, name) in node.aliases where p.child(name) === node { p.unlinkChild(name) }
             node.aliases = []
         }
     }
@@ -379,7 +410,7 @@ public final class NodeTable: Sendable {
     /// Every (directory, name, node) link of the tree, for dropping everything at once.
     func links() -> [(parent: Node, name: Name, child: Node)] {
         state.withLock { s in
-            s.byID.values.flatMap { p in p.children.map { (p, $0.key, $0.value) } }
+            s.byID.values.flatMap { p in p.childLinks.map { (p, $0.0, $0.1) } }
         }
     }
     public func placement(of node: Node) -> Placement { state.withLock { _ in node.placement } }

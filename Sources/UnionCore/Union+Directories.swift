@@ -28,7 +28,7 @@ extension Union {
         // A lower edit during the listing may have added a marker it did not see.
         if lowerEditEpoch != epoch { free = 0 }
         nodes.locked { n.markerFree = free }
-        let known: [Name: UInt64] = nodes.locked { n.children.mapValues(\.ino) }
+        let known: [Name: UInt64] = nodes.locked { Dictionary(n.childLinks.map { ($0.0, $0.1.ino) }, uniquingKeysWith: { a, _ in a }) }
         // The listing says which layer holds each name while the union changed none of them.
         let listedAt = token.flatMap { namespace.unchanged(since: $0) && lowerEditEpoch == epoch ? $0 : nil }
         var entries: [DirectoryEntry] = [

@@ -21,7 +21,7 @@ extension Union {
         let key = r.type != S_IFDIR && r.stat.st_nlink > 1 && shared
             ? InodeKey(device: UInt64(r.stat.st_dev), inode: UInt64(r.stat.st_ino)) : nil
         if let known = nodes.child(parent, name), known.type == r.type, replacedInLower(known, r) {
-            nodes.locked { if parent.children[name] === known { NodeTable.unlockedUnlink(parent, name) } }
+            nodes.locked { if parent.child(name) === known { NodeTable.unlockedUnlink(parent, name) } }
         }
         let n = nodes.remember(parent: parent, name: name, type: r.type, placement: r.placement, key: key) { presenter.reportedIno(r) }
         if r.type == S_IFDIR, let watch, watch.registersAtLookup { watchLookedUp(watch, n, parent, name, r.layers) }

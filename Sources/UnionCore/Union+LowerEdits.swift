@@ -150,7 +150,7 @@ extension Union {
     }
 
     private func detach(_ dir: Node, _ name: Name, _ child: Node) {
-        nodes.locked { if dir.children[name] === child { NodeTable.unlockedUnlink(dir, name) } }
+        nodes.locked { if dir.child(name) === child { NodeTable.unlockedUnlink(dir, name) } }
     }
 
     /// Events were lost: every name the kernel holds that a lower edit could change (one
