@@ -181,9 +181,8 @@ public final class NodeTable: Sendable {
     public static let rootID: UInt64 = 1
 
     private struct State {
-        var byID: [UInt64: Node] = [:]
+        var byID = NodeSlots()
         var byInode: [InodeKey: Node] = [:]
-        var nextID: UInt64 = 2
     }
     private let state = Mutex(State())
     public let root: Node
@@ -191,7 +190,7 @@ public final class NodeTable: Sendable {
     public init(rootLayers: [Int], rootIno: UInt64) {
         root = Node(id: NodeTable.rootID, parent: nil, name: Name(), type: S_IFDIR, placement: Placement(layers: rootLayers), ino: rootIno)
         root.lookups = 1
-        state.withLock { $0.byID[NodeTable.rootID] = root }
+        state.withLock { $0.byID.insert(root) }
     }
 
     public func node(_ id: UInt64) -> Node? { state.withLock { $0.byID[id] } }
@@ -234,12 +233,11 @@ public final class NodeTable: Sendable {
                 n.lookups += 1
                 return n
             }
-            let n = Node(id: s.nextID, parent: parent, name: name, type: type, placement: placement, ino: ino())
-            s.nextID += 1
+            let n = Node(id: s.byID.nextID(), parent: parent, name: name, type: type, placement: placement, ino: ino())
             n.lookups = 1
             Self.unlockedUnlink(parent, name)
             parent.link(n, name)
-            s.byID[n.id] = n
+            s.byID.insert(n)
             if let key, s.byInode[key] == nil {
                 n.inodeKey = key
                 s.byInode[key] = n
@@ -310,7 +308,7 @@ public final class NodeTable: Sendable {
             guard id != NodeTable.rootID, let n = s.byID[id] else { return }
             n.lookups = n.lookups > count ? n.lookups - count : 0
             guard n.lookups == 0 else { return }
-            s.byID[id] = nil
+            s.byID.remove(id)
             if n.orphanFD >= 0 { Sys.close(n.orphanFD); n.orphanFD = -1 }
             if let key = n.inodeKey, s.byInode[key] === n { s.byInode[key] = nil }
             for key in n.extraKeys where s.byInode[key] === n { s.byInode[key] = nil }
@@ -410,7 +408,7 @@ public final class NodeTable: Sendable {
     /// Every (directory, name, node) link of the tree, for dropping everything at once.
     func links() -> [(parent: Node, name: Name, child: Node)] {
         state.withLock { s in
-            s.byID.values.flatMap { p in p.childLinks.map { (p, $0.0, $0.1) } }
+            s.byID.all.flatMap { p in p.childLinks.map { (p, $0.0, $0.1) } }
         }
     }
     public func placement(of node: Node) -> Placement { state.withLock { _ in node.placement } }

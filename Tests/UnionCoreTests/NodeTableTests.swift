@@ -31,14 +31,18 @@ import Testing
         #expect(t.node(a.id) === a && t.node(b.id) === b)
     }
 
-    @Test func idsCountUpAndAreNeverReused() {
+    @Test func idsAreNeverReusedForAnotherNode() {
         let t = table()
         let a = remember(t, t.root, latin1)
         #expect(a.id == 2)
+        let oldID = a.id
         t.forget(a.id, 1)
-        #expect(t.node(a.id) == nil && t.child(t.root, latin1) == nil)
+        #expect(t.node(oldID) == nil && t.child(t.root, latin1) == nil)
+        // The slot comes back under its next generation: the old id finds nothing.
         let again = remember(t, t.root, latin1)
-        #expect(again.id == 3)
+        #expect(again.id != oldID && again.id & 0xFFFF_FFFF == oldID & 0xFFFF_FFFF)
+        #expect(t.node(oldID) == nil && t.node(again.id) === again)
+        #expect(t.node(NodeTable.rootID) === t.root)
     }
 
     @Test func anotherTypeAtTheNameIsANewNode() {
