@@ -8,14 +8,13 @@ whether the data went through it: with passthrough no READ or WRITE request reac
 with passthrough=off (the same binary) they do, so that the checks can fail. Without the binary
 the tests skip, which under CI=true / --strict is a failure."""
 
-import json
 import mmap
 import os
 
 import pytest
 
 from conftest import REPO, File, build_layers, differential, make_dirs, mount_kernel, mount_suf
-from harness import binary
+from harness import binary, mounts
 
 MiB = 1 << 20
 
@@ -39,13 +38,7 @@ def data(n, seed):
     return bytes((i * 131 + seed * 7 + (i >> 9)) & 0xFF for i in range(n))
 
 
-def stats_of(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def count(stats, op):
-    return stats["ops"].get(op, {}).get("count", 0)
+stats_of, count = mounts.read_stats, mounts.request_count
 
 
 def file_data_scenario(m):

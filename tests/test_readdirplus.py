@@ -11,10 +11,10 @@ requests), and what a stat shows after a listing is the file that is there now, 
 were removed, replaced or created over lower ones between the chunks of one listing (the kernel's
 overlay, the oracle, is given the same sequence)."""
 
-import json
 import os
 import subprocess
 
+from harness import mounts
 from conftest import build_layers, make_dirs, mount_kernel, mount_suf
 
 N = 3000  # several readdirplus chunks (about 200 entries each)
@@ -30,13 +30,7 @@ def spec():
     return [{"big": layers[0]}, {"big": layers[1]}, {"big": layers[2]}]
 
 
-def stats_of(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def count(stats, op):
-    return stats["ops"].get(op, {}).get("count", 0)
+stats_of, count = mounts.read_stats, mounts.request_count
 
 
 def interleaved(mnt):

@@ -13,7 +13,7 @@ Modules (each importable on its own):
   procs      run, in_child, fork_worker, reap, kill_and_reap, as_ids, ename, Failure, Hang,
              thread_stacks, descendants, pids_with_arg, alive
   mountinfo  entries, entry_of, fstype_of, is_mounted, mounted_points, below, is_fuse, unescape
-  mounts     Daemon, SufMount, start_suf, stop_suf, mount_suf, mount_fuse_overlayfs,
+  mounts     Daemon, SufMount, start_suf, stop_suf, mount_suf, mount_fuse_overlayfs, read_stats, request_count,
              kernel_mount, kernel_umount, mount_kernel, scratch_fs, ext4_image,
              force_unmount, unmount_all_below, escape_opt_path, overlay_opts, suf_argv,
              own, disown, LIVE, ROOTS, MountError

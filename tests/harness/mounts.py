@@ -7,6 +7,7 @@ so that a watchdog (harness.watchdog) can find what to abort and what to report 
 something hangs."""
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -377,3 +378,17 @@ def ext4_image(image, mnt, size_mib=64):
         raise MountError(f"mkfs.ext4 {image}: {r.stderr.strip()}")
     with scratch_fs(mnt, "ext4", "loop", str(image)) as m:
         yield m
+
+# --------------------------------------------------------------------------
+# the daemon's statistics (-o stats=FILE, written at unmount)
+# --------------------------------------------------------------------------
+
+def read_stats(path):
+    """The JSON statistics a swiftunionfs daemon wrote to `stats=` when it stopped."""
+    with open(path) as f:
+        return json.load(f)
+
+
+def request_count(stats, op):
+    """How many requests of kind `op` (e.g. "lookup") the statistics counted."""
+    return stats["ops"].get(op, {}).get("count", 0)
