@@ -47,9 +47,8 @@ enum SetID {
 }
 
 /// What the VFS asks of the caller of a request: CAP_FSETID in the initial user namespace
-/// (`capable()`), and its groups. Read from /proc/<tid> of the caller's thread (blocked in the
-/// system call meanwhile); whatever cannot be read counts as unprivileged, so that a set-id
-/// bit is cleared rather than kept.
+/// (`capable()`), and its groups, from /proc (`ProcessCredentials`); whatever cannot be read
+/// counts as unprivileged, so that a set-id bit is cleared rather than kept.
 struct Credentials {
     var fsgid: gid_t
     var groups: [gid_t] = []
@@ -57,45 +56,15 @@ struct Credentials {
 
     func inGroup(_ gid: gid_t) -> Bool { gid == fsgid || groups.contains(gid) }
 
-    /// The inode number of the initial user namespace (PROC_USER_INIT_INO).
-    static let initUserNamespace = "user:[4026531837]"
     static let capFSetID: UInt64 = 1 << 4
 
     static func of(_ req: fuse_req_t?) -> Credentials {
         let ctx = fuse_req_ctx(req)!.pointee
         var c = Credentials(fsgid: ctx.gid)
-        guard ctx.pid > 0, let status = readProc("/proc/\(ctx.pid)/status") else { return c }
-        for line in status.split(separator: "\n") {
-            if line.hasPrefix("Groups:") {
-                c.groups = line.dropFirst(7).split(separator: " ").compactMap { gid_t($0) }
-            } else if line.hasPrefix("CapEff:") {
-                let caps = UInt64(String(line.dropFirst(7).filter { !$0.isWhitespace }), radix: 16) ?? 0
-                c.canKeepSetID = caps & capFSetID != 0 && userNamespace(ctx.pid) == initUserNamespace
-            }
-        }
+        guard let p = ProcessCredentials.of(tid: ctx.pid) else { return c }
+        c.groups = p.groups
+        c.canKeepSetID = p.effectiveCapabilities & capFSetID != 0 && p.inInitialUserNamespace
         return c
-    }
-
-    private static func readProc(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 { return nil }
-            if n == 0 { break }
-            bytes += buf[0..<n]
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
-
-    private static func userNamespace(_ pid: pid_t) -> String? {
-        var buf = [CChar](repeating: 0, count: 64)
-        let n = readlink("/proc/\(pid)/ns/user", &buf, buf.count - 1)
-        guard n > 0 else { return nil }
-        return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 
