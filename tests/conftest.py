@@ -151,6 +151,28 @@ def pytest_runtest_teardown(item, nextitem):
 
 
 # --------------------------------------------------------------------------
+# shared fixtures
+# --------------------------------------------------------------------------
+
+@pytest.fixture
+def public_tmp():
+    """A temp dir other users can pass through and list (pytest's tmp_path is below a 0700
+    directory): tests that act as another uid keep their layers and mounts here. Mounts
+    left below it are unmounted at the end."""
+    import shutil
+    import tempfile
+    d = tempfile.mkdtemp(prefix="suf-public-", dir="/tmp")
+    os.chmod(d, 0o755)
+    mounts.own(d)
+    try:
+        yield Path(d)
+    finally:
+        mounts.unmount_all_below(d)
+        mounts.disown(d)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
 # the session
 # --------------------------------------------------------------------------
 

@@ -8,12 +8,10 @@ remove and change, file by file, and what the new objects look like."""
 
 import os
 import shutil
-import tempfile
 
 import pytest
 
 from conftest import Dir, File, differential
-from harness import mounts
 from harness.procs import as_ids
 
 pytestmark = pytest.mark.suf_only
@@ -90,19 +88,6 @@ def ops(r):
     r("ls tmp", lambda: sorted(os.listdir(p("tmp"))))
 
 
-@pytest.fixture
-def public_dir():
-    """pytest's tmp_path is below a 0700 directory: another uid could not even reach
-    the mount.  The layers and mounts live in a world-traversable directory instead."""
-    d = tempfile.mkdtemp(prefix="suf-allow-other-", dir="/tmp")
-    os.chmod(d, 0o755)
-    mounts.own(d)
-    yield d
-    mounts.unmount_all_below(d)
-    mounts.disown(d)
-    shutil.rmtree(d, ignore_errors=True)
-
-
 def _check_reachable(res):
     """The kernel's answers themselves: the other uid reads a public file, is refused a
     private one (so the comparison is not between two mounts nobody can enter)."""
@@ -111,12 +96,12 @@ def _check_reachable(res):
     assert got["read a 0600 root file"] == ("err", "EACCES"), res
 
 
-def test_another_uid_on_a_root_mount(public_dir):
-    res, _ = differential(public_dir, SPEC, ops)
+def test_another_uid_on_a_root_mount(public_tmp):
+    res, _ = differential(public_tmp, SPEC, ops)
     _check_reachable(res)
 
 
-def test_default_permissions_written_by_root(public_dir):
+def test_default_permissions_written_by_root(public_tmp):
     """The same checks on what root creates through the mount: mode and umask as the
     caller asked, and the other uid's rights on them."""
     def op(r):
@@ -132,10 +117,10 @@ def test_default_permissions_written_by_root(public_dir):
         r("other uid reads r1", as_ids, UID, GID, lambda: _read(p("r1")).decode())
         r("other uid lists rd", as_ids, UID, GID, lambda: os.listdir(p("rd")))
         r("cleanup", shutil.rmtree, p("rd"))
-    differential(public_dir, SPEC, op)
+    differential(public_tmp, SPEC, op)
 
 
-def test_posix_acl_is_enforced_for_another_uid(public_dir):
+def test_posix_acl_is_enforced_for_another_uid(public_tmp):
     """A lower file 0600 root whose ACL gives the other uid read and write (and a
     directory whose default ACL is inherited by what is created in it): the kernel's
     overlay checks ACLs, so the other uid reads, writes (copy-up) and creates there."""
@@ -155,4 +140,4 @@ def test_posix_acl_is_enforced_for_another_uid(public_dir):
         r("the new file inherits the default ACL", lambda: sorted(
             n for n in os.listxattr(p("rootdir/byacl")) if n.startswith("system.posix_acl")))
         r("stat it", _stat, p("rootdir/byacl"))
-    differential(public_dir, SPEC, op, prepare=prepare)
+    differential(public_tmp, SPEC, op, prepare=prepare)

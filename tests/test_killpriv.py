@@ -14,18 +14,15 @@ files (copied up by the operation), with the daemon serving the data, with the w
 and with FUSE passthrough (the data never reaching the daemon)."""
 
 import os
-import shutil
 import stat
 import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from conftest import File, build_layers, differential, make_dirs, mount_suf
-from harness import binary
+from harness import binary, mounts
 from harness.procs import as_ids
-from test_passthrough import count, passthrough_bin, stats_of
+from test_passthrough import passthrough_bin
 
 pytestmark = [pytest.mark.suf_only, pytest.mark.timeout(300)]
 
@@ -57,17 +54,6 @@ MODES = {
     "writeback": dict(opts=["writeback=1", "passthrough=off"], pt=False),
     "passthrough": dict(opts=["passthrough=on"], pt=True),
 }
-
-
-@pytest.fixture
-def open_tmp():
-    """A temp dir nobody may pass through (pytest's own are 0700)."""
-    d = tempfile.mkdtemp(prefix="suf-killpriv-", dir="/tmp")
-    os.chmod(d, 0o711)
-    try:
-        yield Path(d)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def names():
@@ -155,10 +141,10 @@ def scenario(r):
 
 
 @pytest.mark.parametrize("mode", list(MODES))
-def test_setid_bits_and_capabilities_match_the_kernel(open_tmp, mode):
+def test_setid_bits_and_capabilities_match_the_kernel(public_tmp, mode):
     m = MODES[mode]
     kw = {"bin": passthrough_bin()} if m["pt"] else {}
-    kres, _ = differential(open_tmp, [spec("lower")], scenario, upper_spec=spec("upper"), prepare=set_caps,
+    kres, _ = differential(public_tmp, [spec("lower")], scenario, upper_spec=spec("upper"), prepare=set_caps,
                            suf_opts=m["opts"], suf_mount_kw=kw)
     got = dict(kres)
     # the oracle itself: what the VFS rules say
@@ -200,7 +186,7 @@ def test_writes_do_not_ask_for_security_capability(tmp_path, opts):
     with mount_suf(lowers, str(upper), str(work), extra_opts=[*opts, f"stats={stats}"], bin=pt) as m:
         res = burst(m)
     assert [r[3] for r in res] == [64 * 4096, 64 * 4096], res
-    s = stats_of(stats)
-    assert count(s, "getxattr") <= 4, s
+    s = mounts.read_stats(stats)
+    assert mounts.request_count(s, "getxattr") <= 4, s
     if "writeback=1" not in opts:
-        assert count(s, "write") >= 128, s
+        assert mounts.request_count(s, "write") >= 128, s

@@ -9,10 +9,8 @@ Another uid (12345) acts through a root mount next to the kernel's overlay over 
 layers; under uidmapping= the ids inside ACLs are shown and stored mapped like owners."""
 
 import os
-import shutil
 import stat
 import subprocess
-import tempfile
 
 import pytest
 
@@ -63,18 +61,6 @@ def _create(p, mode):
 
 def _mode(p):
     return oct(stat.S_IMODE(os.lstat(p).st_mode))
-
-
-@pytest.fixture
-def public_dir():
-    """Another uid must reach the mount: pytest's tmp_path is below a 0700 directory."""
-    d = tempfile.mkdtemp(prefix="suf-acl-", dir="/tmp")
-    os.chmod(d, 0o755)
-    mounts.own(d)
-    yield d
-    mounts.unmount_all_below(d)
-    mounts.disown(d)
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def _prepare(lowers, upper):
@@ -151,8 +137,8 @@ def _ops(r):
     r("the new dir's ACL over the whiteout", getfacl, p("dacl/olddir"))
 
 
-def test_acls_enforced_like_the_kernel(public_dir):
-    res, _ = differential(public_dir, SPEC, _ops, prepare=_prepare,
+def test_acls_enforced_like_the_kernel(public_tmp):
+    res, _ = differential(public_tmp, SPEC, _ops, prepare=_prepare,
                           snapshot_kw={"prefixes": ("user.", "system.posix_acl")})
     got = dict(res)
     # The kernel's own answers: the comparison is between mounts that do check ACLs.
@@ -180,9 +166,9 @@ def _shifted_layer(base):
     return lower
 
 
-def test_acl_ids_are_mapped(public_dir):
-    lower = _shifted_layer(public_dir)
-    upper, work = layers.make_dirs(os.path.join(public_dir, "u"), os.path.join(public_dir, "w"))
+def test_acl_ids_are_mapped(public_tmp):
+    lower = _shifted_layer(public_tmp)
+    upper, work = layers.make_dirs(os.path.join(public_tmp, "u"), os.path.join(public_tmp, "w"))
     with mounts.mount_suf([lower], upper, work, extra_opts=MAP) as m:
         f = os.path.join(m, "f")
         assert set(getfacl(f)) == {"user::rw-", "user:5:rw-", "group::---", "group:7:r--",
@@ -210,12 +196,12 @@ def test_acl_ids_are_mapped(public_dir):
         assert any(line.startswith(f"user:{SHIFT + 5}:") for line in getfacl(os.path.join(upper, "d", "new")))
 
 
-def test_noacl_leaves_acls_unchecked(public_dir):
+def test_noacl_leaves_acls_unchecked(public_tmp):
     """noacl, as on the kernel's overlay: ACLs are still stored and shown, but the kernel
     checks the mode bits only."""
-    lower = layers.build_layer(os.path.join(public_dir, "l"), {"f": File(b"x\n", 0o600)})
+    lower = layers.build_layer(os.path.join(public_tmp, "l"), {"f": File(b"x\n", 0o600)})
     setfacl("-m", f"u:{UID}:r--", os.path.join(lower, "f"))
-    upper, work = layers.make_dirs(os.path.join(public_dir, "u"), os.path.join(public_dir, "w"))
+    upper, work = layers.make_dirs(os.path.join(public_tmp, "u"), os.path.join(public_tmp, "w"))
     with mounts.mount_suf([lower], upper, work) as m:
         assert _read_as(UID, GID, os.path.join(m, "f")) == ("ok", "x\n")
     with mounts.mount_suf([lower], upper, work, extra_opts=["noacl"]) as m:

@@ -17,9 +17,7 @@ import os
 import shutil
 import stat
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
@@ -32,18 +30,6 @@ CONTAINERS = "user.containers.override_stat"
 SECURITY = "security.fuseoverlayfs.override_stat"
 FUSE_OVERLAYFS_USER = "user.fuseoverlayfs.override_stat"
 NAME = {2: CONTAINERS, 1: SECURITY}
-
-
-@pytest.fixture
-def open_tmp():
-    """A temp dir other users may pass through (pytest's own are 0700): the kernel's
-    permission checks against the mount's attributes need ordinary users to reach it."""
-    d = tempfile.mkdtemp(prefix="suf-xperm-", dir="/tmp")
-    os.chmod(d, 0o711)
-    try:
-        yield Path(d)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def owner_xattr(path, name):
@@ -145,8 +131,8 @@ def changes(m, special=True):
 # --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode", [2, 1])
-def test_owners_and_modes_live_in_the_xattr(open_tmp, mode):
-    tmp_path = open_tmp
+def test_owners_and_modes_live_in_the_xattr(public_tmp, mode):
+    tmp_path = public_tmp
     lower = base_layer(tmp_path)
     upper, work = make_dirs(tmp_path / "u", tmp_path / "w")
     name = NAME[mode]
